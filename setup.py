@@ -1,0 +1,30 @@
+"""Install mmspatial; the top-level ``ops/`` folder installs as ``mmspatial.ops``."""
+from setuptools import find_packages, setup
+
+
+def read_version():
+    namespace = {}
+    with open('mmspatial/version.py') as f:
+        exec(f.read(), namespace)
+    return namespace['__version__']
+
+
+packages = find_packages(include=['mmspatial', 'mmspatial.*'])
+packages += ['mmspatial.ops'] + [
+    'mmspatial.ops.' + name[len('ops.'):]
+    for name in find_packages(include=['ops.*'])]
+
+setup(
+    name='mmspatial',
+    version=read_version(),
+    description='Spatial-Mamba backbones for OpenMMLab, with Triton and '
+                'pure-PyTorch structure-aware SSM operators',
+    packages=packages,
+    package_dir={'mmspatial.ops': 'ops'},
+    python_requires='>=3.9',
+    # The OpenMMLab stack is pinned in requirements/*.txt (see the README):
+    # mmcv must be built from source with its CPU ops, which pip cannot express.
+    install_requires=['torch>=2.1', 'numpy'],
+    extras_require={'triton': ['triton']},
+    license='Apache-2.0',
+)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment, from nothing to a
+# working OpenMMLab stack with mmcv's compiled ops. Idempotent and quick when
+# nothing changed: a stamp of the requirement files skips the work.
+#
+#   MMSPATIAL_VENV   where the venv lives (default: <repo>/.venv)
+#   MMSPATIAL_CACHE  where built mmcv wheels are kept (default: ~/.cache/mmspatial)
+#   TORCH_SPEC       torch requirement (default: torch==2.14.1 torchvision==0.29.1)
+#   FORCE_CUDA=1     build mmcv's CUDA ops too (needs nvcc matching your torch)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MMSPATIAL_VENV:-$ROOT/.venv}"
+CACHE="${MMSPATIAL_CACHE:-$HOME/.cache/mmspatial}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+FORCE_CUDA="${FORCE_CUDA:-0}"
+MMCV_VERSION=2.1.0
+
+stamp_inputs=("$ROOT"/requirements/*.txt "$ROOT/tools/setup_env.sh" "$ROOT/setup.py")
+STAMP="$(cat "${stamp_inputs[@]}" | sha256sum | cut -c1-16)-$TORCH_SPEC-cuda$FORCE_CUDA"
+if [[ -f "$VENV/.mmspatial-stamp" && "$(cat "$VENV/.mmspatial-stamp")" == "$STAMP" ]]; then
+    exit 0
+fi
+
+log() { echo "[setup_env] $*"; }
+[[ -x "$VENV/bin/python" ]] || { log "creating $VENV"; python3 -m venv "$VENV"; }
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+log "installing $TORCH_SPEC"
+# shellcheck disable=SC2086
+"${PIP[@]}" install -q $TORCH_SPEC
+"${PIP[@]}" install -q -r "$ROOT/requirements/build.txt" "numpy>=2.0,<2.4"
+
+TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
+if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
+    log "mmcv $MMCV_VERSION with ops already installed"
+else
+    # pip's wheel cache is keyed by the sdist, not by the torch it was built
+    # against, so keep our own cache keyed by the torch version.
+    WHEEL_DIR="$CACHE/wheels/torch-$TORCH_VERSION-cuda$FORCE_CUDA"
+    wheel="$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)"
+    if [[ -z "$wheel" ]]; then
+        log "building mmcv $MMCV_VERSION with ops against torch $TORCH_VERSION (about 20 min on 2 cores)"
+        work="$(mktemp -d)"
+        "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+            -d "$work" "mmcv==$MMCV_VERSION"
+        tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
+        # mmcv 2.1.0 hardcodes -std=c++14/17; torch >= 2.10 headers need C++20
+        # (upstream open-mmlab/mmcv#3341).
+        sed -i 's/-std=c++1[47]/-std=c++20/g' "$work/mmcv-$MMCV_VERSION/setup.py"
+        mkdir -p "$WHEEL_DIR"
+        MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+            "${PIP[@]}" wheel -q --no-build-isolation --no-deps -w "$work/dist" \
+            "$work/mmcv-$MMCV_VERSION"
+        cp "$work"/dist/mmcv-$MMCV_VERSION-*.whl "$WHEEL_DIR/"
+        rm -rf "$work"
+        wheel="$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl | head -n 1)"
+    else
+        log "using cached mmcv wheel $wheel"
+    fi
+    "${PIP[@]}" install -q --no-deps "$wheel"
+fi
+
+log "installing the OpenMMLab stack and test tools"
+"${PIP[@]}" install -q -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+"$PY" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, mmspatial; print('[setup_env] ok: mmspatial', mmspatial.__version__)"
+echo "$STAMP" > "$VENV/.mmspatial-stamp"
