@@ -1,0 +1,85 @@
+"""Choosing the implementation an operator runs with: ``'triton'`` or ``'torch'``.
+
+Order of precedence: the ``backend=`` argument, then the environment variable
+``MMSPATIAL_OPS_BACKEND``, then automatic choice (Triton for CUDA tensors when
+Triton imports, PyTorch otherwise). The first call of each operator logs which
+backend runs and why, once per (operator, backend) pair.
+"""
+import logging
+import os
+from functools import lru_cache
+
+import torch
+
+ENV_VAR = 'MMSPATIAL_OPS_BACKEND'
+BACKENDS = ('triton', 'torch')
+_logged = set()
+
+
+@lru_cache(maxsize=1)
+def triton_import_error():
+    """``None`` when Triton imports, else the reason it does not (a string)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as error:  # any failure of an optional dependency
+        return f'{type(error).__name__}: {error}'
+    return None
+
+
+def triton_interpreter_enabled():
+    """True when ``TRITON_INTERPRET=1``: Triton kernels run on CPU tensors."""
+    return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+
+
+def log_once(op_name, backend, reason):
+    """Log through mmengine's current logger when present, else ``logging``."""
+    key = (op_name, backend)
+    if key in _logged:
+        return
+    _logged.add(key)
+    message = f'mmspatial.ops.{op_name}: using the {backend} backend ({reason})'
+    try:
+        from mmengine.logging import print_log
+    except ImportError:
+        logging.getLogger('mmspatial.ops').warning(message)
+    else:
+        print_log(message, logger='current', level=logging.INFO)
+
+
+def resolve_backend(op_name, requested, device):
+    """Return the backend (``'triton'`` or ``'torch'``) for one call.
+
+    Args:
+        op_name (str): operator name, for the log line.
+        requested (str | None): the caller's ``backend=`` argument.
+        device (torch.device): device of the operator's inputs.
+    """
+    source = 'backend= argument'
+    if requested is None and os.environ.get(ENV_VAR):
+        requested, source = os.environ[ENV_VAR], f'{ENV_VAR}'
+    if requested is not None:
+        if requested not in BACKENDS:
+            raise ValueError(f'{op_name}: unknown backend {requested!r} '
+                             f'(from {source}); choose one of {BACKENDS}')
+        if requested == 'triton':
+            error = triton_import_error()
+            if error is not None:
+                raise RuntimeError(f'{op_name}: backend "triton" was requested '
+                                   f'({source}) but Triton does not import: {error}')
+            if device.type != 'cuda' and not triton_interpreter_enabled():
+                raise RuntimeError(
+                    f'{op_name}: backend "triton" was requested ({source}) for '
+                    f'{device.type} tensors; Triton runs CUDA tensors, or CPU '
+                    'tensors under TRITON_INTERPRET=1')
+        log_once(op_name, requested, f'requested by {source}')
+        return requested
+    if device.type == 'cuda':
+        error = triton_import_error()
+        if error is None:
+            log_once(op_name, 'triton', 'CUDA tensors and Triton is available')
+            return 'triton'
+        log_once(op_name, 'torch', f'CUDA tensors but Triton is unavailable: {error}')
+        return 'torch'
+    log_once(op_name, 'torch', f'{device.type} tensors')
+    return 'torch'
