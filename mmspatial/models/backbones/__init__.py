@@ -1,0 +1,3 @@
+from .spatial_mamba import SpatialMamba
+
+__all__ = ['SpatialMamba']
