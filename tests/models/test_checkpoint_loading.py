@@ -1,0 +1,125 @@
+"""``init_cfg=dict(type='Pretrained', ...)`` with every released form, and the
+errors for files that are missing or of another arch."""
+import pytest
+import torch
+
+from mmspatial.models import SpatialMamba
+from mmspatial.models.backbones import spatial_mamba as backbone_module
+from mmspatial.models.checkpoint import extract_backbone_state_dict, stage_depths
+
+from .test_spatial_mamba import randomize_
+
+ARCH = dict(dims=8, depths=[1, 2, 1, 1])
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Everything the backbone logs while loading."""
+    logged = []
+    monkeypatch.setattr(backbone_module, 'print_log',
+                        lambda msg, logger=None, level=None: logged.append(msg))
+    return logged
+
+
+@pytest.fixture
+def source():
+    torch.manual_seed(0)
+    return randomize_(SpatialMamba(arch=ARCH))
+
+
+def official_classifier(source):
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith('outnorm')}
+    state['norm.weight'] = torch.randn(64)
+    state['norm.bias'] = torch.randn(64)
+    state['head.weight'] = torch.randn(1000, 64)
+    state['head.bias'] = torch.randn(1000)
+    return {'model': state}
+
+
+def assert_same_weights(model, source, skip=('outnorm',)):
+    target = model.state_dict()
+    for key, value in source.state_dict().items():
+        if not key.startswith(skip):
+            torch.testing.assert_close(target[key], value, msg=key)
+
+
+def load(tmp_path, checkpoint, **kwargs):
+    path = tmp_path / 'ckpt.pth'
+    torch.save(checkpoint, path)
+    model = SpatialMamba(arch=kwargs.pop('arch', ARCH),
+                         init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
+    model.init_weights()
+    return model
+
+
+def test_official_classifier_checkpoint(tmp_path, source, messages):
+    model = load(tmp_path, official_classifier(source))
+    assert_same_weights(model, source)
+    text = '\n'.join(messages)
+    assert 'classifier (official' in text
+    assert 'head.weight' in text                       # dropped, and said so
+    assert 'newly initialised output norms' in text and 'outnorm3.weight' in text
+    assert torch.equal(model.outnorm0.weight, torch.ones(8))
+
+
+def test_mmdet_checkpoint(tmp_path, source, messages):
+    state = {f'backbone.{k}': v for k, v in source.state_dict().items()}
+    state['neck.lateral_convs.0.conv.weight'] = torch.randn(256, 8, 1, 1)
+    model = load(tmp_path, {'state_dict': state, 'meta': {}})
+    assert_same_weights(model, source, skip=())
+    text = '\n'.join(messages)
+    assert 'OpenMMLab' in text and 'neck.lateral_convs.0.conv.weight' in text
+    assert 'missing' not in text and 'unexpected' not in text
+
+
+def test_plain_state_dict_with_missing_and_unexpected_keys(tmp_path, source, messages):
+    state = dict(source.state_dict())
+    del state['layers.1.blocks.1.self_attention.Ds']
+    state['layers.0.blocks.0.extra'] = torch.zeros(1)
+    model = load(tmp_path, state)
+    text = '\n'.join(messages)
+    assert 'missing keys' in text and 'layers.1.blocks.1.self_attention.Ds' in text
+    assert 'unexpected keys' in text and 'layers.0.blocks.0.extra' in text
+    torch.testing.assert_close(model.layers[0].blocks[0].ln_1.weight,
+                               source.layers[0].blocks[0].ln_1.weight)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    model = SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained',
+                                                  checkpoint=str(tmp_path / 'nope.pth')))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        model.init_weights()
+
+
+def test_checkpoint_of_wider_arch_is_an_error(tmp_path):
+    wider = SpatialMamba(arch=dict(dims=16, depths=[1, 2, 1, 1]))
+    with pytest.raises(ValueError, match='does not fit this SpatialMamba arch'):
+        load(tmp_path, {'state_dict': {f'backbone.{k}': v
+                                       for k, v in wider.state_dict().items()}})
+
+
+def test_checkpoint_of_deeper_arch_is_an_error(tmp_path):
+    deeper = SpatialMamba(arch=dict(dims=8, depths=[1, 2, 3, 1]))
+    with pytest.raises(ValueError, match=r'\[1, 2, 3, 1\] blocks per stage'):
+        load(tmp_path, deeper.state_dict())
+
+
+def test_checkpoint_of_another_model_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match='holds no SpatialMamba backbone weights'):
+        load(tmp_path, {'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7)}})
+
+
+def test_pretrained_argument_is_an_alias(tmp_path, source, messages):
+    path = tmp_path / 'ckpt.pth'
+    torch.save(source.state_dict(), path)
+    model = SpatialMamba(arch=ARCH, pretrained=str(path))
+    model.init_weights()
+    assert_same_weights(model, source, skip=())
+    assert any('deprecated' in m for m in messages)
+
+
+def test_extract_strips_ddp_prefix(source):
+    state = {f'module.{k}': v for k, v in source.state_dict().items()}
+    backbone, _, dropped = extract_backbone_state_dict(state)
+    assert set(backbone) == set(source.state_dict()) and not dropped
+    assert stage_depths(backbone) == [1, 2, 1, 1]
