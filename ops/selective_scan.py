@@ -3,18 +3,30 @@
     x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    x_{-1} = 0
 
 Shapes: u, delta (batch, D, L); A (D, N); B (batch, N, L); states (batch, D, N, L).
+
+Three implementations: :func:`selective_scan_ref` (one step at a time, the
+specification), :func:`selective_scan_chunked` (the ``'torch'`` backend: all
+chunks of the sequence advance in lockstep, then one carry per chunk; no Python
+loop over L) and the Triton kernels in ``ops/triton`` (``'triton'`` backend,
+imported only when chosen).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
+from ._library import compute_dtype, custom_op, no_autocast
 
 
 def _prepare_delta(delta, delta_bias, delta_softplus):
-    """Float32 delta with the bias added and softplus applied, (batch, D, L)."""
-    delta = delta.float()
+    """Delta with the bias added and softplus applied, (batch, D, L).
+
+    In float32 (float64 when delta is float64, so that gradcheck can run).
+    """
+    delta = delta.to(compute_dtype(delta))
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[None, :, None]
+        delta = delta + delta_bias.to(delta.dtype)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
     return delta
@@ -32,10 +44,11 @@ def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
         delta_softplus (bool): apply softplus to delta (after the bias).
 
     Returns:
-        Tensor: (batch, D, N, L) float32 states.
+        Tensor: (batch, D, N, L) float32 states (float64 for float64 inputs).
     """
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
-    u, A, B = u.float(), A.float(), B.float()
+    dtype = compute_dtype(u, delta, A, B, delta_bias)
+    delta = _prepare_delta(delta.to(dtype), delta_bias, delta_softplus)
+    u, A, B = u.to(dtype), A.to(dtype), B.to(dtype)
     decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None])       # (b, D, N, L)
     drive = (delta * u)[:, :, None, :] * B[:, None, :, :]               # (b, D, N, L)
     state = torch.zeros_like(decay[..., 0])
@@ -46,6 +59,373 @@ def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
     return torch.stack(states, dim=-1)
 
 
+# ----------------------------------------------------------------- PyTorch path
+#
+# Layout: the states are computed as (batch, L, D, N) in memory (returned as a
+# (batch, D, N, L) view), so that every step of a chunk updates runs of D*N
+# contiguous channels. A channels-last network passes such inputs and takes such
+# outputs without any transpose; other inputs are transposed once, inside the
+# first elementwise op that reads them.
+#
+# Units: log2. exp2 is about 3x cheaper than exp in PyTorch's CPU kernels;
+# log2(e) folds into delta and its bias, ln(2) into B.
+
+CHUNK = 64
+"""Target steps per chunk of :func:`selective_scan_chunked`, chosen by measurement
+(``tools/benchmark_ops.py --chunks``: 16..64 are within about 10% of each other
+at Spatial-Mamba-T's shapes, 64 ahead by a little); the chunk actually used is a
+divisor of L close to it when there is one (see :func:`_chunking`)."""
+
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+
+
+def _check_scan_args(u, delta, A, B, delta_bias):
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan: u must be (batch, D, L), got {tuple(u.shape)}')
+    batch, channels, length = u.shape
+    state_dim = A.shape[-1] if A.dim() == 2 else -1
+    expected = {'delta': (tuple(delta.shape), (batch, channels, length)),
+                'A': (tuple(A.shape), (channels, state_dim)),
+                'B': (tuple(B.shape), (batch, state_dim, length))}
+    if delta_bias is not None:
+        expected['delta_bias'] = (tuple(delta_bias.shape), (channels,))
+    for name, (got, want) in expected.items():
+        if got != want:
+            raise ValueError(f'selective_scan: {name} must be {want} for u of '
+                             f'shape {tuple(u.shape)}, got {got}')
+
+
+def _chunking(length, chunk):
+    """(steps, chunks): steps per chunk and number of chunks covering ``length``.
+
+    Prefers a divisor of ``length`` in [chunk / 3, chunk] (7 for 7x7 images,
+    16 for 56x56 ones) so that no step is padded; otherwise ``chunk`` steps and
+    a padded last chunk.
+    """
+    steps = min(chunk, length)
+    for candidate in range(steps, max(2, -(-steps // 3)) - 1, -1):
+        if length % candidate == 0:
+            return candidate, length // candidate
+    return steps, -(-length // steps)
+
+
+def _init_products(work, decay, steps):
+    """Start the decay products in ``work[1]`` (2, M, n * steps, K): the chunk's
+    first decay at each chunk start, zeros elsewhere."""
+    rows, length, cols = decay.shape
+    products = work[1].view(rows, length // steps, steps, cols)
+    products[:, :, 0] = decay.view(rows, length // steps, steps, cols)[:, :, 0]
+    products[:, :, 1:] = 0
+
+
+def _scan_in_chunks(work, decay, steps, out=None):
+    """States of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1 of (M, L, K) data.
+
+    Args:
+        work (Tensor): (2, M, Lp, K): drives in ``work[0]`` (Lp >= L a multiple
+            of ``steps``, drives 0 past L), ``work[1]`` as :func:`_init_products`
+            leaves it; both overwritten.
+        decay (Tensor): (M, Lp, K) decays (any finite value past L).
+        steps (int): steps per chunk.
+        out (Tensor, optional): (M, L, K) result. Default: ``work[0]``, in place
+            (the result is then a view of ``work``).
+
+    All chunks advance together, one step at a time: ``steps`` small loops
+    update the local states (zero entering state) and the decay products of
+    every chunk, each iteration over all chunks and channels at once. The state
+    entering each chunk is the same scan over chunk ends (recursively, L / steps
+    steps), applied as ``out = local + decay_product * carry``. Exact like the
+    sequential loop: the same products and sums, in the same order inside a chunk.
+    """
+    _, rows, padded_length, cols = work.shape
+    chunks = padded_length // steps
+    length = padded_length if out is None else out.shape[1]
+    decay = decay.view(rows, chunks, steps, cols)
+    work = work.view(2, rows, chunks, steps, cols)
+    work_steps, decay_steps = work.unbind(3), decay.unbind(2)    # views, made once
+    for t in range(1, steps):
+        work_steps[t].addcmul_(decay_steps[t], work_steps[t - 1])
+    local, decay_product = work[0], work[1]
+    if chunks == 1:
+        if out is None:
+            return local.view(rows, padded_length, cols)
+        return out.copy_(local.view(rows, padded_length, cols)[:, :length])
+    carry = linear_scan(decay_product[:, :-1, -1], local[:, :-1, -1], steps)
+    if out is None:
+        local[:, 1:].addcmul_(decay_product[:, 1:], carry[:, :, None])
+        return local.view(rows, padded_length, cols)
+    full = length // steps
+    out_full = out[:, :full * steps].view(rows, full, steps, cols)
+    out_full[:, 0] = local[:, 0]
+    torch.addcmul(local[:, 1:full], decay_product[:, 1:full], carry[:, :full - 1, None],
+                  out=out_full[:, 1:])
+    if length > full * steps:
+        tail = length - full * steps
+        torch.addcmul(local[:, full, :tail], decay_product[:, full, :tail],
+                      carry[:, full - 1, None], out=out[:, full * steps:])
+    return out
+
+
+def linear_scan(decay, drive, chunk=CHUNK):
+    """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``.
+
+    decay, drive: (M, L, K); returns (M, L, K) contiguous. ``chunk`` >= 2.
+    """
+    rows, length, cols = drive.shape
+    steps, chunks = _chunking(length, chunk)
+    padded = steps * chunks
+    work = drive.new_empty((2, rows, padded, cols))
+    work[0, :, :length] = drive
+    if padded != length:
+        work[0, :, length:] = 0
+        decay = torch.cat([decay, decay.new_ones(rows, padded - length, cols)], 1)
+    _init_products(work, decay, steps)
+    return _scan_in_chunks(work, decay, steps, drive.new_empty((rows, length, cols)))
+
+
+def _softplus_log2_(x, relu, small, one_plus):
+    """In place: x = z * log2(e) on entry, softplus(z) * log2(e) on return.
+
+    ``relu``, ``small``, ``one_plus``: scratch tensors shaped like x (clobbered).
+    ``relu(z) + log1p(exp(-|z|))`` with log1p(e) taken as log(1 + e) corrected
+    by the rounding error of ``1 + e``, which keeps tiny e exact. Matches
+    ``F.softplus`` (threshold 20) to float32 rounding, the log2 scaling of z
+    adding a relative error below |z| * 6e-8; several times cheaper on CPU,
+    where softplus' log1p is not vectorised.
+    """
+    torch.clamp_min(x, 0.0, out=relu)
+    torch.add(x, relu, alpha=-2.0, out=small).exp2_()      # exp(-|z|), in (0, 1]
+    torch.add(small, 1.0, out=one_plus)
+    torch.sub(one_plus, 1.0, out=x)
+    lost = small.sub_(x)            # exactly what rounding 1 + small lost
+    # log(1 + small) = log(one_plus) + lost / one_plus; the division would change
+    # the result by at most |lost| * small, below an ulp of log(1 + small)
+    torch.log2(one_plus, out=x)
+    return x.add_(lost, alpha=_LOG2E).add_(relu)
+
+
+def softplus_log2(z2):
+    """``softplus(z) * log2(e)`` for ``z2 = z * log2(e)`` (see :func:`_softplus_log2_`)."""
+    return _softplus_log2_(z2.clone(), torch.empty_like(z2), torch.empty_like(z2),
+                           torch.empty_like(z2))
+
+
+def _scaled_delta(delta, delta_bias, dtype, out):
+    """(delta + bias) * log2(e) as (batch, L, D), written into ``out``."""
+    delta_t = delta.to(dtype).transpose(1, 2)
+    if delta_bias is None:
+        return torch.mul(delta_t, _LOG2E, out=out)
+    return torch.add(delta_bias.to(dtype) * _LOG2E, delta_t, alpha=_LOG2E, out=out)
+
+
+def _new_states(u, A, dtype):
+    """Empty (batch, D, N, L) states: a view of a (batch, L, D, N) tensor."""
+    batch, channels, length = u.shape
+    return u.new_empty((batch, length, channels, A.shape[1]),
+                       dtype=dtype).permute(0, 2, 3, 1)
+
+
+# Elements of (batch, positions, D) per block of the elementwise work before the
+# scan (about 15 passes), which bounds its scratch buffer to 4 MB in float32.
+# Measured at Spatial-Mamba-T's shapes, blocks of 2**15..2**17 elements were 5-20%
+# slower (more Python-level op calls) than one block, cache effects notwithstanding.
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work, decay, steps):
+    """Drives into ``work[0]``, decays into ``decay`` ((batch, Lp, D, N) each, Lp a
+    multiple of ``steps``, identity steps past L), ``work[1]`` ready for
+    :func:`_scan_in_chunks`; block by block over the positions.
+
+    Until a block's results are written, the block's parts of ``work`` and
+    ``decay`` serve as scratch: one extra buffer suffices (on CPU each fresh
+    buffer costs page faults on first touch).
+    """
+    dtype = decay.dtype
+    batch, channels, length = u.shape
+    padded, state_dim = decay.shape[1], decay.shape[3]
+    cols = channels * state_dim
+    block = max(1, _BLOCK_ELEMENTS // (batch * channels * steps)) * steps
+    scratch = u.new_empty((batch, min(block, length), channels), dtype=dtype)
+    B2 = (B.to(dtype) * _LN2).transpose(1, 2)                        # (b, L, N)
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        drive, products, decays = work[0, :, start:stop], work[1, :, start:stop], \
+            decay[:, start:stop]
+        # (b, n, D) views: dt2 lives in the products' part until the decays are made
+        dt2, one_plus = products[..., 0], scratch[:, :stop - start]
+        _scaled_delta(delta[:, :, start:stop], delta_bias, dtype, out=dt2)
+        if delta_softplus:
+            _softplus_log2_(dt2, decays[..., 0], drive[..., 0], one_plus)
+        u_t = u[:, :, start:stop].to(dtype).transpose(1, 2)
+        if state_dim == 1:
+            torch.mul(dt2, u_t, out=drive[..., 0]).mul_(B2[:, start:stop])
+        else:
+            torch.mul(torch.mul(dt2, u_t, out=one_plus)[:, :, :, None],
+                      B2[:, start:stop, None, :], out=drive)
+        torch.mul(dt2[:, :, :, None], A.to(dtype), out=decays).exp2_()
+        if stop == length and padded != length:
+            work[0, :, length:] = 0
+            decay[:, length:] = 1
+        stop = padded if stop == length else stop
+        _init_products(work[:, :, start:stop].view(2, batch, stop - start, cols),
+                       decay[:, start:stop].view(batch, stop - start, cols), steps)
+
+
+def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk, in_place=False):
+    """(batch, D, N, L) states of the chunked scan, (batch, L, D, N) in memory.
+
+    ``in_place``: return a view of the scan's work buffer, twice the size of
+    the states (for callers that drop the states soon), instead of a new tensor.
+    """
+    dtype = compute_dtype(u, delta, A, B, delta_bias)
+    batch, channels, length = u.shape
+    state_dim = A.shape[1]
+    cols = channels * state_dim
+    steps, chunks = _chunking(length, chunk)
+    padded = steps * chunks
+    work = u.new_empty((2, batch, padded, channels, state_dim), dtype=dtype)
+    decay = u.new_empty((batch, padded, channels, state_dim), dtype=dtype)
+    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work, decay, steps)
+    work, decay = work.view(2, batch, padded, cols), decay.view(batch, padded, cols)
+    if in_place:
+        states = _scan_in_chunks(work, decay, steps)[:, :length]
+        return states.view(batch, length, channels, state_dim).permute(0, 2, 3, 1)
+    states = _new_states(u, A, dtype)
+    _scan_in_chunks(work, decay, steps, states.permute(0, 3, 1, 2).view(batch, length, cols))
+    return states
+
+
+def _scan_operands(u, delta, A, B, delta_bias, delta_softplus):
+    """``decay`` (batch, L, D, N) and, both (batch, L, D), ``z2`` = (delta + bias) *
+    log2(e) and ``dt2`` = softplus(delta + bias) * log2(e), in the compute dtype."""
+    dtype = compute_dtype(u, delta, A, B, delta_bias)
+    batch, channels, length = u.shape
+    z2 = _scaled_delta(delta, delta_bias, dtype,
+                       out=u.new_empty((batch, length, channels), dtype=dtype))
+    dt2 = softplus_log2(z2) if delta_softplus else z2
+    decay = (dt2[:, :, :, None] * A.to(dtype)).exp2_()
+    return decay, z2, dt2
+
+
+def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+    """Gradients of the scan from the gradient of its states (no autograd).
+
+    Args:
+        grad (Tensor): (batch, D, N, L) gradient w.r.t. the states.
+        states (Tensor): (batch, D, N, L) states from the forward.
+
+    Returns:
+        tuple: (du, ddelta, dA, dB, ddelta_bias or None), (batch, D, L) ones as
+        views of (batch, L, D) tensors, in the compute dtype.
+    """
+    decay, z2, dt2 = _scan_operands(u, delta, A, B, delta_bias, delta_softplus)
+    dtype = decay.dtype
+    batch, length, channels, state_dim = decay.shape
+    cols = channels * state_dim
+    grad = grad.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
+    states = states.to(dtype).permute(0, 3, 1, 2)
+    # the adjoint state lam_t = d loss / d drive_t: lam_t = g_t + decay_{t+1} lam_{t+1},
+    # the same scan backwards in time
+    decay_rev = torch.ones_like(decay)
+    decay_rev[:, 1:] = decay[:, 1:].flip(1)
+    lam = linear_scan(decay_rev.view(batch, length, cols),
+                      grad.flip(1).reshape(batch, length, cols), chunk)
+    lam = lam.flip(1).view(batch, length, channels, state_dim)
+    # d loss / d (delta*A)_t = lam_t * decay_t * x_{t-1}
+    grad_log_decay = torch.zeros_like(lam)
+    torch.mul(decay[:, 1:], states[:, :-1], out=grad_log_decay[:, 1:]).mul_(lam[:, 1:])
+    u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
+    A, B_t = A.to(dtype), B.to(dtype).transpose(1, 2)                # B_t: (b, L, N)
+    dt = dt2 * _LN2
+    lam_b = (lam * B_t[:, :, None, :]).sum(3)                        # (b, L, D)
+    grad_dt = (grad_log_decay * A).sum(3).addcmul_(lam_b, u_t)
+    grad_u = lam_b.mul_(dt)
+    grad_A = (grad_log_decay * dt[:, :, :, None]).sum((0, 1))
+    grad_B = (lam * (dt * u_t)[:, :, :, None]).sum(2).transpose(1, 2)
+    if delta_softplus:
+        grad_dt.mul_(torch.sigmoid(z2 * _LN2))
+    grad_bias = grad_dt.sum((0, 1)) if delta_bias is not None else None
+    return (grad_u.transpose(1, 2), grad_dt.transpose(1, 2), grad_A, grad_B, grad_bias)
+
+
+def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
+    return _new_states(u, A, compute_dtype(u, delta, A, B, delta_bias))
+
+
+@custom_op('selective_scan_torch_fwd', _scan_fwd_fake)
+def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool,
+                 chunk: int) -> torch.Tensor:
+    with no_autocast(u.device):
+        return _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk)
+
+
+def _grads_like(inputs):
+    """Empty gradients shaped, typed and strided like ``inputs`` (None: empty (0,))."""
+    return tuple(torch.empty_like(x) if x is not None else inputs[0].new_empty(0)
+                 for x in inputs)
+
+
+def _scan_bwd_fake(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+    return _grads_like((u, delta, A, B, delta_bias))
+
+
+@custom_op('selective_scan_torch_bwd', _scan_bwd_fake)
+def _scan_bwd_op(grad: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
+                 delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor]:
+    """Gradients like the inputs (dtype, strides); an empty ddelta_bias when it is None."""
+    with no_autocast(u.device):
+        grads = _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus,
+                            chunk)
+        outs = _grads_like((u, delta, A, B, delta_bias))
+        for out, g in zip(outs, grads):
+            if g is not None:
+                out.copy_(g)
+    return outs
+
+
+class SelectiveScanTorchFn(torch.autograd.Function):
+    """The chunked scan with its hand-written backward (the ``'torch'`` backend).
+
+    Saves the inputs and the returned states, nothing else.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, delta_bias, delta_softplus, chunk):
+        states = _scan_fwd_op(u, delta, A, B, delta_bias, delta_softplus, chunk)
+        ctx.save_for_backward(u, delta, A, B, delta_bias, states)
+        ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+        return states
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, delta, A, B, delta_bias, states = ctx.saved_tensors
+        du, ddelta, dA, dB, dbias = _scan_bwd_op(
+            grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
+        return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
+
+
+def selective_scan_chunked(u, delta, A, B, delta_bias=None, delta_softplus=True,
+                           chunk=CHUNK):
+    """The scan of :func:`selective_scan_ref`, chunked: no Python loop over L.
+
+    Same arguments and values (float32 states, float64 for float64 inputs), as a
+    (batch, D, N, L) view of a (batch, L, D, N) tensor; ``chunk``: target steps
+    per chunk (>= 2). Differentiable, with a hand-written backward (the adjoint
+    scan, same algorithm). Runs on any device (CPU: the ``'torch'`` backend).
+    """
+    _check_scan_args(u, delta, A, B, delta_bias)
+    if chunk < 2:
+        raise ValueError(f'selective_scan: chunk must be at least 2, got {chunk}')
+    return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
+                                      int(chunk))
+
+
 def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
                    backend=None):
     """Selective scan dispatched to the chosen backend; see :func:`selective_scan_ref`.
@@ -53,4 +433,7 @@ def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
     ``backend``: ``'triton'``, ``'torch'`` or ``None`` (automatic, see ``ops._backend``).
     """
     backend = resolve_backend('selective_scan', backend, u.device)
-    return selective_scan_ref(u, delta, A, B, delta_bias, delta_softplus)
+    if backend == 'triton':
+        from .triton import selective_scan_triton
+        return selective_scan_triton(u, delta, A, B, delta_bias, delta_softplus)
+    return selective_scan_chunked(u, delta, A, B, delta_bias, delta_softplus)

@@ -7,9 +7,12 @@
 Shapes: u, delta (batch, D, H, W); A (D, N); B, C (batch, N, H, W); Dskip (D,);
 kernels (3, D, 3, 3); alpha (3,); delta_bias (D,); y (batch, D, H, W) float32.
 """
+import torch
+
 from ._backend import resolve_backend
-from .selective_scan import selective_scan_ref
-from .state_fusion import state_fusion_ref
+from ._library import compute_dtype, custom_op, no_autocast
+from .selective_scan import CHUNK, _grads_like, _scan_grads, _scan_states, selective_scan_ref
+from .state_fusion import _check_fusion_args, fusion_backward, fusion_forward, state_fusion_ref
 
 
 def _check_ssm_args(u, delta, A, B, C, Dskip):
@@ -31,7 +34,7 @@ def _check_ssm_args(u, delta, A, B, C, Dskip):
 
 def structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
                             delta_bias=None, delta_softplus=True):
-    """Reference composition of the three steps, in float32."""
+    """Reference composition of the three steps, in float32 (float64 inputs: float64)."""
     _check_ssm_args(u, delta, A, B, C, Dskip)
     batch, channels, height, width = u.shape
     state_dim = A.shape[-1]
@@ -41,8 +44,158 @@ def structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
         states.reshape(batch, channels * state_dim, height, width),
         kernels.repeat_interleave(state_dim, dim=1), alpha)
     fused = fused.view(batch, channels, state_dim, height, width)
-    y = (fused * C.float()[:, None]).sum(dim=2)
-    return y + Dskip.float()[None, :, None, None] * u.float()
+    y = (fused * C.to(fused.dtype)[:, None]).sum(dim=2)
+    return y + Dskip.to(fused.dtype)[None, :, None, None] * u.to(fused.dtype)
+
+
+# ----------------------------------------------------------------- PyTorch path
+
+def _per_state(kernels, state_dim):
+    """(3, D, 3, 3) kernels -> (3, D*N, 3, 3): each channel's kernel for all its states."""
+    return kernels.repeat_interleave(state_dim, dim=1) if state_dim > 1 else kernels
+
+
+def _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
+                 chunk):
+    """y (batch, D, H, W), channels-last in memory, in the compute dtype (no autograd).
+
+    Also returns the states and the fused states, (batch, D*N, H, W) channels-last:
+    the scan produces (batch, L, D, N), which the fusion and the readout then
+    use without a transpose.
+    """
+    batch, channels, height, width = u.shape
+    state_dim = A.shape[1]
+    states = _scan_states(u.flatten(2), delta.flatten(2), A, B.flatten(2), delta_bias,
+                          delta_softplus, chunk, in_place=True)
+    dtype = states.dtype
+    # (batch, D*N, H, W) view of the (batch, L, D, N) memory, built from that memory
+    # so that size-1 dimensions get canonical strides: PyTorch's padding and
+    # convolution only take their channels-last kernels for those
+    states = states.permute(0, 3, 1, 2).reshape(batch, height, width, channels * state_dim)
+    states = states.permute(0, 3, 1, 2)
+    fused = fusion_forward(states, _per_state(kernels, state_dim), alpha)
+    out = torch.empty(u.shape, dtype=dtype, device=u.device,
+                      memory_format=torch.channels_last)
+    C = C.to(dtype)
+    if state_dim == 1:
+        torch.mul(fused, C, out=out)
+    else:
+        torch.sum(fused.unflatten(1, (channels, state_dim)) * C[:, None], dim=2, out=out)
+    out.addcmul_(u.to(dtype), Dskip.to(dtype)[:, None, None])
+    return out, states, fused
+
+
+def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+               delta_softplus, chunk):
+    """Gradients w.r.t. (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias).
+
+    Recomputes the states (the forward saves only its inputs), then runs the
+    readout, fusion and scan adjoints in turn. ``delta_bias``'s entry is None
+    when it is None.
+    """
+    batch, channels, height, width = u.shape
+    state_dim = A.shape[1]
+    _, states, fused = _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha,
+                                    delta_bias, delta_softplus, chunk)
+    dtype = states.dtype
+    grad = grad.to(dtype)
+    C, Dskip, u_c = C.to(dtype), Dskip.to(dtype), u.to(dtype)
+    fused = fused.unflatten(1, (channels, state_dim))
+    grad_C = (grad[:, :, None] * fused).sum(1)
+    grad_Dskip = (grad * u_c).sum((0, 2, 3))
+    grad_fused = (grad[:, :, None] * C[:, None]).flatten(1, 2)
+    grad_states, grad_kernels, grad_alpha = fusion_backward(
+        grad_fused, states, _per_state(kernels, state_dim), alpha)
+    grad_kernels = grad_kernels.unflatten(1, (channels, state_dim)).sum(2)
+    grad_u, grad_delta, grad_A, grad_B, grad_bias = _scan_grads(
+        grad_states.reshape(batch, channels, state_dim, height * width),
+        states.reshape(batch, channels, state_dim, height * width),
+        u.flatten(2), delta.flatten(2), A, B.flatten(2), delta_bias, delta_softplus,
+        chunk)
+    grad_u = grad_u.view(u.shape).addcmul_(grad, Dskip[:, None, None])
+    return (grad_u, grad_delta.view(u.shape), grad_A, grad_B.view(B.shape), grad_C,
+            grad_Dskip, grad_kernels, grad_alpha, grad_bias)
+
+
+def _ssm_fwd_fake(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
+                  chunk):
+    dtype = compute_dtype(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
+    return torch.empty(u.shape, dtype=dtype, device=u.device,
+                       memory_format=torch.channels_last)
+
+
+@custom_op('structure_aware_ssm_torch_fwd', _ssm_fwd_fake)
+def _ssm_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor, Dskip: torch.Tensor, kernels: torch.Tensor,
+                alpha: torch.Tensor, delta_bias: torch.Tensor | None,
+                delta_softplus: bool, chunk: int) -> torch.Tensor:
+    with no_autocast(u.device):
+        return _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+                            delta_softplus, chunk)[0]
+
+
+def _ssm_bwd_fake(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+                  delta_softplus, chunk):
+    return _grads_like((u, delta, A, B, C, Dskip, kernels, alpha, delta_bias))
+
+
+@custom_op('structure_aware_ssm_torch_bwd', _ssm_bwd_fake)
+def _ssm_bwd_op(grad: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                B: torch.Tensor, C: torch.Tensor, Dskip: torch.Tensor,
+                kernels: torch.Tensor, alpha: torch.Tensor,
+                delta_bias: torch.Tensor | None, delta_softplus: bool,
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                     torch.Tensor, torch.Tensor, torch.Tensor,
+                                     torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients like the inputs (dtype, strides); an empty ddelta_bias when it is None."""
+    inputs = (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
+    with no_autocast(u.device):
+        grads = _ssm_grads(grad, *inputs, delta_softplus, chunk)
+        outs = _grads_like(inputs)
+        for out, g in zip(outs, grads):
+            if g is not None:
+                out.copy_(g)
+    return outs
+
+
+class StructureAwareSSMTorchFn(torch.autograd.Function):
+    """Scan, fusion and readout in one op (the ``'torch'`` backend).
+
+    Saves only its inputs: the backward recomputes the states (one more forward
+    scan) instead of holding (batch, D, N, H, W) float32 states per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
+                chunk):
+        ctx.save_for_backward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
+        ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+        return _ssm_fwd_op(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+                           delta_softplus, chunk)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = ctx.saved_tensors
+        grads = _ssm_bwd_op(grad, *inputs, ctx.delta_softplus, ctx.chunk)
+        grad_bias = grads[8] if inputs[8] is not None else None
+        return (*grads[:8], grad_bias, None, None)
+
+
+def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias=None,
+                              delta_softplus=True, chunk=CHUNK):
+    """:func:`structure_aware_ssm_ref` with the chunked scan, differentiable.
+
+    y (batch, D, H, W) float32 (float64 for float64 inputs), channels-last in
+    memory (``y.permute(0, 2, 3, 1)`` is contiguous). ``chunk``: target steps per
+    scan chunk (>= 2).
+    """
+    _check_ssm_args(u, delta, A, B, C, Dskip)
+    _check_fusion_args(u, kernels, alpha)
+    if delta_bias is not None and tuple(delta_bias.shape) != (u.shape[1],):
+        raise ValueError(f'structure_aware_ssm: delta_bias must be ({u.shape[1]},), '
+                         f'got {tuple(delta_bias.shape)}')
+    return StructureAwareSSMTorchFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,
+                                          delta_bias, bool(delta_softplus), int(chunk))
 
 
 def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
@@ -53,5 +206,9 @@ def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
     """
     _check_ssm_args(u, delta, A, B, C, Dskip)
     backend = resolve_backend('structure_aware_ssm', backend, u.device)
-    return structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
-                                   delta_bias, delta_softplus)
+    if backend == 'triton':
+        from .triton import structure_aware_ssm_triton
+        return structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
+                                          delta_bias, delta_softplus)
+    return structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+                                     delta_softplus)

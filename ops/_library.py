@@ -1,0 +1,46 @@
+"""Registration of the PyTorch-path kernels as ``torch.library`` custom ops.
+
+Each operator of the ``'torch'`` backend is a ``torch.autograd.Function`` with a
+stable class name (``SelectiveScanTorchFn``, ``StateFusionTorchFn``,
+``StructureAwareSSMTorchFn``; FLOP counters see ``prim::PythonOp.<name>``) whose
+forward and backward call the custom ops registered here. ``torch.compile`` then
+treats the kernels as opaque calls with fake (shape-only) implementations: their
+chunk loops and data-dependent fallbacks are never traced.
+"""
+import torch
+
+NAMESPACE = 'mmspatial'
+
+
+def custom_op(name, fake):
+    """Register ``fn`` as ``torch.ops.mmspatial.<name>`` with the fake kernel ``fake``.
+
+    When the op already exists (this package imported under two module names,
+    ``ops`` and ``mmspatial.ops``) the existing registration is returned: both
+    copies of the module hold the same code.
+    """
+    def register(fn):
+        namespace = getattr(torch.ops, NAMESPACE)
+        if hasattr(namespace, name):
+            return getattr(namespace, name)
+        op = torch.library.custom_op(f'{NAMESPACE}::{name}', mutates_args=())(fn)
+        op.register_fake(fake)
+        return op
+    return register
+
+
+def compute_dtype(*tensors):
+    """float64 when any input is float64, else float32 (the accumulation dtype)."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def no_autocast(device):
+    """Context that disables autocast: the kernels choose their own dtypes.
+
+    Custom ops fall through the autocast dispatch keys, so without this the
+    convolutions inside would run in the autocast dtype.
+    """
+    return torch.autocast(device_type=device.type, enabled=False)
+
