@@ -1,7 +1,15 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without CUDA, Triton kernels run on CPU tensors under the interpreter. Triton
+# reads this when a kernel is defined (at import of mmspatial.ops.triton), so it
+# is set before any test module imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 DATA = Path(__file__).parent / 'data'
 

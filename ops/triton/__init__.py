@@ -1,0 +1,31 @@
+"""Triton kernels of the structure-aware SSM operators (``backend='triton'``).
+
+Each operator is an ``torch.autograd.Function`` (stable class names for FLOP
+counters: ``SelectiveScanTritonFn``, ``StateFusionTritonFn``,
+``StructureAwareSSMTritonFn``) whose forward and backward call ``torch.library``
+custom ops (``torch.ops.mmspatial.<op>_fwd`` / ``_bwd``) with fake kernels, so
+``torch.compile`` traces through them without graph breaks and treats the Triton
+launches as opaque.
+
+Kernels run CUDA tensors; CPU tensors run under the Triton interpreter when
+``TRITON_INTERPRET=1`` was in the environment when this package was imported
+(Triton reads it when a ``@triton.jit`` function is defined): slow, for tests.
+"""
+from ._common import override_config
+from .selective_scan import SelectiveScanTritonFn, selective_scan_triton
+from .state_fusion import StateFusionTritonFn, state_fusion_triton
+from .structure_aware_ssm import StructureAwareSSMTritonFn, structure_aware_ssm_triton
+
+
+def kernels_interpreted():
+    """True when the kernels were built for the Triton interpreter (CPU tensors)."""
+    from ._common import is_interpreted
+    from .selective_scan import _scan_fwd_kernel
+    return is_interpreted(_scan_fwd_kernel)
+
+
+__all__ = [
+    'selective_scan_triton', 'state_fusion_triton', 'structure_aware_ssm_triton',
+    'SelectiveScanTritonFn', 'StateFusionTritonFn', 'StructureAwareSSMTritonFn',
+    'override_config', 'kernels_interpreted',
+]
