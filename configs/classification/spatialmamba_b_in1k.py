@@ -1,0 +1,7 @@
+# Spatial-Mamba-B ImageNet-1K classifier: the T config with the base arch
+# (96-192-384-768). Target: top-1 85.3, 95,745,592 params, 15.8G FLOPs.
+_base_ = ['./spatialmamba_t_in1k.py']
+
+model = dict(
+    backbone=dict(arch='base', drop_path_rate=0.5),
+    head=dict(in_channels=768))

@@ -1,0 +1,11 @@
+# Mask R-CNN + FPN, Spatial-Mamba-B, COCO 1x: as the T config with the base
+# arch (wider: 96-192-384-768). Target: box AP 50.4 / mask AP 45.1, 115M, 494G.
+_base_ = ['./maskrcnn_spatialmamba_t.py']
+
+pretrained = 'checkpoints/spatialmamba_b_in1k.pth'
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.5,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))

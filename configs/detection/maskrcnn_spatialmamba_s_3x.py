@@ -1,0 +1,10 @@
+# Mask R-CNN + FPN, Spatial-Mamba-S, COCO 3x multi-scale: the T 3x config with
+# the small arch. Target: box AP 50.5 / mask AP 44.6.
+_base_ = ['./maskrcnn_spatialmamba_t_3x.py']
+
+pretrained = 'checkpoints/spatialmamba_s_in1k.pth'
+model = dict(
+    backbone=dict(
+        arch='small',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
