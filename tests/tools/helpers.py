@@ -1,0 +1,91 @@
+"""Helpers of the configs' and tools' tests: configs pointed at tiny data and
+shrunk for a CPU."""
+import os.path as osp
+
+from mmspatial.datasets import SHAPE_CLASSES
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOLS = osp.join(REPO_ROOT, 'tools')
+SIZE = 64  # side of the synthetic images
+# A Spatial-Mamba small enough for forward/backward passes on a CPU in tests
+# whose point is not the size; the output channels double per stage.
+SMALL_ARCH = dict(dims=16, depths=[1, 1, 1, 1])
+SMALL_DIMS = [16, 32, 64, 128]
+
+
+def use_data(cfg, data):
+    """Point every dataloader (and evaluator) of ``cfg`` at the tiny sets,
+    without workers; pipelines stay as configured."""
+    scope = cfg.default_scope
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        split = 'train' if loader == 'train_dataloader' else 'val'
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+        dataset = cfg[loader].dataset
+        if scope == 'mmdet':
+            dataset.data_root = str(data / 'coco') + '/'
+            dataset.ann_file = f'annotations/instances_{split}.json'
+            dataset.data_prefix = dict(img=f'{split}/')
+            dataset.metainfo = dict(classes=SHAPE_CLASSES)
+        elif scope == 'mmseg':
+            dataset.data_root = str(data / 'seg')
+            dataset.data_prefix = dict(img_path=f'img_dir/{split}',
+                                       seg_map_path=f'ann_dir/{split}')
+        else:
+            dataset.data_root = str(data / 'imagenet')
+    if scope == 'mmdet':
+        for evaluator in ('val_evaluator', 'test_evaluator'):
+            cfg[evaluator].ann_file = str(data / 'coco' / 'annotations' /
+                                          'instances_val.json')
+    return cfg
+
+
+def shrink(cfg):
+    """Give ``cfg`` the small Spatial-Mamba (and heads to match) and no
+    pretrained checkpoint."""
+    model = cfg.model
+    model.backbone.arch = dict(SMALL_ARCH)
+    model.backbone.init_cfg = None
+    if cfg.default_scope == 'mmdet':
+        model.neck.in_channels = SMALL_DIMS
+    elif cfg.default_scope == 'mmseg':
+        model.decode_head.in_channels = SMALL_DIMS
+        model.auxiliary_head.in_channels = SMALL_DIMS[model.auxiliary_head.in_index]
+    else:
+        model.head.in_channels = SMALL_DIMS[-1]
+    return cfg
+
+
+def small_images(cfg, size=SIZE):
+    """Resize steps of the test pipelines to ``size`` (no upscaling to 1333)."""
+    pipelines = [cfg[loader].dataset.pipeline
+                 for loader in ('val_dataloader', 'test_dataloader')]
+    for pipeline in pipelines:
+        for transform in pipeline:
+            if transform['type'] == 'Resize' and 'scale' in transform:
+                transform['scale'] = (size, size)
+            elif transform['type'] == 'ResizeEdge':
+                transform['scale'] = size
+            elif transform['type'] == 'CenterCrop':
+                transform['crop_size'] = size
+    return cfg
+
+
+def small_train_images(cfg, size=SIZE):
+    """Training pipelines (and mmseg's batch padding) at ``size``."""
+    for transform in cfg.train_dataloader.dataset.pipeline:
+        if transform['type'] == 'Resize':
+            transform['scale'] = (size, size)
+        elif transform['type'] == 'RandomResize':
+            transform['scale'] = (2 * size, size)
+        elif transform['type'] == 'RandomCrop' and 'crop_size' in transform:
+            transform['crop_size'] = (size, size)
+    if cfg.model.get('data_preprocessor', {}).get('size'):
+        cfg.model.data_preprocessor.size = (size, size)
+    return cfg
+
+
+def dump(cfg, path):
+    """Write ``cfg`` as a standalone config file (what the tools take)."""
+    cfg.dump(str(path))
+    return str(path)

@@ -1,0 +1,224 @@
+"""tools/train.py, tools/test.py and tools/convert_checkpoint.py: they run
+the configs through mmengine's Runner, and bad inputs (a missing config,
+data root or checkpoint, a checkpoint of another arch) stop them with a
+message that names the culprit and the fix."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+pytest.importorskip('mmpretrain')
+
+from mmengine.config import Config  # noqa: E402
+
+from mmspatial.models import SpatialMamba  # noqa: E402
+
+from .helpers import (REPO_ROOT, TOOLS, dump, shrink, small_images,  # noqa: E402
+                      small_train_images, use_data)
+
+DET_T = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_spatialmamba_t.py')
+SEG_T = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_spatialmamba_t.py')
+SEG_S = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_spatialmamba_s.py')
+CLS_T = osp.join(REPO_ROOT, 'configs', 'classification', 'spatialmamba_t_in1k.py')
+CLS_S = osp.join(REPO_ROOT, 'configs', 'classification', 'spatialmamba_s_in1k.py')
+
+
+def official_classifier(keys, arch, head_bias=None):
+    """A released ImageNet checkpoint of ``arch`` with the official key names
+    and shapes (tests/data/official_state_dict_keys.json), all zeros."""
+    state = {name: torch.zeros(shape, dtype=torch.long if 'num_batches' in name
+                               else torch.float32)
+             for name, shape in keys[arch]['classifier_keys'].items()}
+    if head_bias is not None:
+        state['head.bias'] = head_bias
+    return {'model': state}
+
+
+# ------------------------------------------------------------ command line
+
+def test_command_line_options(tools, data, tmp_path, monkeypatch):
+    train, test = tools('train'), tools('test')
+    # unset during the test, restored (or removed) after it
+    monkeypatch.setenv('LOCAL_RANK', '')
+    monkeypatch.delenv('LOCAL_RANK')
+    config = dump(use_data(Config.fromfile(DET_T), data), tmp_path / 'det.py')
+    args = train.parse_args([config, '--amp', '--resume', 'last.pth', '--launcher', 'pytorch',
+                             '--local-rank', '1', '--work-dir', str(tmp_path),
+                             '--cfg-options', 'train_dataloader.batch_size=4'])
+    assert args.local_rank == 1 and train.os.environ['LOCAL_RANK'] == '1'
+    cfg = train.build_cfg(args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.launcher == 'pytorch'
+    assert cfg.resume and cfg.load_from == 'last.pth' and cfg.work_dir == str(tmp_path)
+    assert cfg.train_dataloader.batch_size == 4
+    # weights come from load_from: the missing ImageNet checkpoint is not needed
+    assert cfg.model.backbone.init_cfg is None
+    args = test.parse_args([config, 'model.pth', '--amp', '--local_rank', '0'])
+    cfg = test.build_cfg(args)
+    assert cfg.test_cfg.fp16 and cfg.model.backbone.init_cfg is None
+    assert cfg.work_dir.endswith('work_dirs/det')
+
+
+# ----------------------------------------------------------------- bad inputs
+
+def test_missing_config_is_named(tools):
+    train, test = tools('train'), tools('test')
+    with pytest.raises(train.InputError, match="config file not found: 'nope.py'"):
+        train.main(['nope.py'])
+    with pytest.raises(test.InputError, match="config file not found: 'nope.py'"):
+        test.main(['nope.py', 'model.pth'])
+
+
+def test_command_line_error_is_one_line():
+    result = subprocess.run([sys.executable, osp.join(TOOLS, 'train.py'), 'nope.py'],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "train.py: error: config file not found: 'nope.py'")
+
+
+def test_missing_data_root_says_what_to_put_there(tools, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    train, test = tools('train'), tools('test')
+    with pytest.raises(train.InputError) as error:
+        train.main([DET_T])
+    message = str(error.value)
+    assert "data root 'data/coco/' of train_dataloader" in message
+    assert 'COCO 2017' in message and 'train_dataloader.dataset.data_root=PATH' in message
+    assert 'mmspatial.datasets.synthetic' in message
+    with pytest.raises(test.InputError, match='ADE20K') as error:
+        test.main([SEG_T, 'model.pth'])
+    assert "'data/ade/ADEChallengeData2016' of test_dataloader" in str(error.value)
+    with pytest.raises(test.InputError, match='ImageNet-1K'):
+        test.main([CLS_T, 'model.pth'])
+
+
+def test_missing_pretrained_backbone_is_an_error(tools, data, tmp_path):
+    train = tools('train')
+    config = dump(use_data(Config.fromfile(DET_T), data), tmp_path / 'det.py')
+    with pytest.raises(train.InputError) as error:
+        train.main([config, '--work-dir', str(tmp_path)])
+    message = str(error.value)
+    assert "pretrained checkpoint 'checkpoints/spatialmamba_t_in1k.pth'" in message
+    assert 'model.backbone.init_cfg=None' in message
+
+
+def test_missing_checkpoint_is_named(tools, data, tmp_path):
+    test = tools('test')
+    config = dump(use_data(Config.fromfile(SEG_T), data), tmp_path / 'seg.py')
+    with pytest.raises(test.InputError, match="checkpoint not found: 'nope.pth'"):
+        test.main([config, 'nope.pth', '--work-dir', str(tmp_path)])
+
+
+def test_checkpoint_of_another_arch_is_an_error(tools, data, tmp_path):
+    """A T checkpoint for an S config: mmengine would load it with warnings and
+    evaluate a half-random backbone; the tool refuses and says why."""
+    test = tools('test')
+    backbone = SpatialMamba('tiny').state_dict()
+    checkpoint = tmp_path / 'upernet_t.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in backbone.items()}}, checkpoint)
+    config = dump(use_data(Config.fromfile(SEG_S), data), tmp_path / 'seg_s.py')
+    with pytest.raises(test.InputError) as error:
+        test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
+    message = str(error.value)
+    assert 'depths [2, 4, 21, 5]' in message and 'another arch' in message
+    assert '378 missing in the checkpoint: layers.2.blocks.10.' in message
+
+
+def test_classifier_checkpoint_for_a_detector_is_an_error(tools, data, tmp_path,
+                                                          official_keys):
+    test = tools('test')
+    checkpoint = tmp_path / 'official_t.pth'
+    torch.save(official_classifier(official_keys, 'tiny'), checkpoint)
+    config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
+    with pytest.raises(test.InputError, match='no backbone.* weights.*ImageNet classifier'):
+        test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
+
+
+def test_released_classifier_of_another_arch_is_an_error(tools, data, tmp_path,
+                                                         official_keys):
+    test = tools('test')
+    checkpoint = tmp_path / 'official_t.pth'
+    torch.save(official_classifier(official_keys, 'tiny'), checkpoint)
+    config = dump(use_data(Config.fromfile(CLS_S), data), tmp_path / 'cls_s.py')
+    with pytest.raises(test.InputError, match='another arch'):
+        test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
+
+
+# ------------------------------------------------------------------ runs
+
+def test_released_classifier_evaluates_as_it_is(tools, data, tmp_path, official_keys):
+    """tools/test.py takes the official {'model': ...} file: converted on the
+    fly, loaded strictly. All-zero weights but the head's bias make every
+    prediction the bias's class: half of the tiny val set."""
+    test = tools('test')
+    bias = torch.zeros(1000)
+    bias[1] = 1.0
+    checkpoint = tmp_path / 'official_t.pth'
+    torch.save(official_classifier(official_keys, 'tiny', head_bias=bias), checkpoint)
+    config = dump(small_images(use_data(Config.fromfile(CLS_T), data)), tmp_path / 'cls.py')
+    metrics = test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
+    assert metrics['accuracy/top1'] == pytest.approx(50.0)
+
+
+def test_train_then_test_with_tta(tools, data, tmp_path):
+    """tools/train.py trains a (small) UperNet config for two iterations and
+    saves a checkpoint; tools/test.py evaluates it, with and without the
+    multi-scale + flip test-time augmentation."""
+    train, test = tools('train'), tools('test')
+    cfg = small_train_images(small_images(shrink(use_data(Config.fromfile(SEG_T), data))))
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=100)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
+    cfg.default_hooks.logger.interval = 1
+    for transform in cfg.tta_pipeline[1].transforms[0]:
+        transform.scale_factor = min(transform.scale_factor, 1.0)  # keep it small
+    config = dump(cfg, tmp_path / 'seg.py')
+    work_dir = tmp_path / 'work'
+    runner = train.main([config, '--work-dir', str(work_dir)])
+    assert runner.iter == 2
+    checkpoint = str(work_dir / 'iter_2.pth')
+    assert osp.isfile(checkpoint)
+    single = test.main([config, checkpoint, '--work-dir', str(work_dir)])
+    multi = test.main([config, checkpoint, '--work-dir', str(work_dir), '--tta'])
+    assert 0 <= single['mIoU'] <= 100 and 0 <= multi['mIoU'] <= 100
+
+
+def test_tta_needs_a_tta_config(tools, data, tmp_path):
+    test = tools('test')
+    config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
+    with pytest.raises(test.InputError, match='defines no tta_model and no tta_pipeline'):
+        test.main([config, 'whatever.pth', '--tta', '--work-dir', str(tmp_path)])
+
+
+# ------------------------------------------------------- convert_checkpoint
+
+def test_convert_released_classifier(tools, tmp_path, official_keys):
+    convert = tools('convert_checkpoint')
+    src = tmp_path / 'official_t.pth'
+    torch.save(official_classifier(official_keys, 'tiny'), src)
+
+    backbone = convert.main([str(src), str(tmp_path / 'bb.pth'), '--to', 'backbone'])
+    assert backbone['meta']['arch'] == 'tiny'
+    model = SpatialMamba('tiny', init_cfg=dict(type='Pretrained',
+                                               checkpoint=str(tmp_path / 'bb.pth')))
+    model.init_weights()  # strict about shapes, raises on a misfit
+    assert set(official_keys['tiny']['backbone_keys']) - {
+        k[len('backbone.'):] for k in backbone['state_dict']} == {
+        f'outnorm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
+
+    classifier = convert.main([str(src), str(tmp_path / 'cls.pth'), '--to', 'mmpretrain',
+                               '--arch', 't'])
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmpretrain')
+    model = MODELS.build(Config.fromfile(CLS_T).model)
+    missing, unexpected = model.load_state_dict(classifier['state_dict'], strict=True)
+    assert not missing and not unexpected
+
+    with pytest.raises(convert.ConversionError,
+                       match=r'--arch s asked for .*depths \[2, 4, 21, 5\]'):
+        convert.main([str(src), str(tmp_path / 'x.pth'), '--to', 'backbone', '--arch', 's'])
+    with pytest.raises(convert.ConversionError, match='needs an ImageNet classifier'):
+        convert.main([str(tmp_path / 'bb.pth'), str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])

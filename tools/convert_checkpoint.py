@@ -1,0 +1,139 @@
+"""Convert a released Spatial-Mamba checkpoint for the OpenMMLab configs.
+
+    python tools/convert_checkpoint.py SRC DST --to backbone   [--arch t]
+    python tools/convert_checkpoint.py SRC DST --to mmpretrain [--arch t]
+
+SRC is any released form: an ImageNet classifier (``{'model': ...}``), an
+mmdet/mmseg checkpoint (``{'state_dict': {'backbone.*': ...}}``) or a plain
+backbone state dict.
+
+- ``--to backbone`` writes ``{'state_dict': {'backbone.<key>': ...}}``: the
+  backbone alone, usable as ``load_from`` of an mmdet/mmseg config or as
+  ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``. (The
+  configs also load the released files as they are; converting once saves
+  the classifier head and a smaller file.)
+- ``--to mmpretrain`` writes the ``ImageClassifier`` state dict of the
+  configs/classification configs (needs a classifier: it has the head).
+
+The arch is read from the tensors (printed); ``--arch`` makes it a check, and
+every key and shape is checked against a freshly built ``SpatialMamba``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+
+from _checks import trust_local_checkpoints
+from mmspatial.models import SpatialMamba
+from mmspatial.models.checkpoint import (extract_backbone_state_dict,
+                                         load_checkpoint_file,
+                                         official_classifier_to_mmpretrain)
+
+
+class ConversionError(Exception):
+    """SRC cannot be converted as asked; the message says why."""
+
+
+def detect_arch(backbone_state):
+    """``dict(dims=[...], depths=[...])`` read off the backbone tensors."""
+    try:
+        dims = [backbone_state[f'layers.{i}.blocks.0.cpe1.weight'].shape[0]
+                for i in range(4)]
+    except KeyError as missing:
+        raise ConversionError(f'not a Spatial-Mamba backbone: no {missing} tensor')
+    depths = [1 + max(int(k.split('.')[3]) for k in backbone_state
+                      if k.startswith(f'layers.{i}.blocks.'))
+              for i in range(4)]
+    return dict(dims=dims, depths=depths)
+
+
+def arch_name(arch):
+    for name, settings in SpatialMamba.arch_settings.items():
+        dims = [settings['dims'] * 2 ** i for i in range(4)]
+        if arch == dict(dims=dims, depths=settings['depths']):
+            return name
+    return None
+
+
+def check_against_model(backbone_state, arch, out_indices):
+    """Every tensor must be one of a ``SpatialMamba(arch)``'s, of its shape,
+    and every model tensor but the output norms must be there."""
+    model_state = SpatialMamba(arch, out_indices=out_indices).state_dict()
+    missing = [k for k in model_state if k not in backbone_state
+               and not k.startswith('outnorm')]
+    unexpected = [k for k in backbone_state if k not in model_state]
+    mismatched = [k for k in backbone_state if k in model_state
+                  and backbone_state[k].shape != model_state[k].shape]
+    if missing or unexpected or mismatched:
+        raise ConversionError(
+            f'the checkpoint does not fit SpatialMamba(arch={arch!r}): '
+            f'missing {missing[:4]}{"..." if len(missing) > 4 else ""}, '
+            f'unexpected {unexpected[:4]}{"..." if len(unexpected) > 4 else ""}, '
+            f'other shapes {mismatched[:4]}{"..." if len(mismatched) > 4 else ""}')
+
+
+def convert(src, to, arch=None):
+    """The converted checkpoint dict and a one-line description."""
+    checkpoint = load_checkpoint_file(src)
+    backbone_state, form, _ = extract_backbone_state_dict(checkpoint)
+    detected = detect_arch(backbone_state)
+    name = arch_name(detected)
+    if arch is not None:
+        wanted = SpatialMamba(arch, out_indices=(3, ))
+        if dict(dims=wanted.dims, depths=wanted.depths) != detected:
+            raise ConversionError(
+                f'--arch {arch} asked for dims {wanted.dims}, depths '
+                f'{wanted.depths}; {src} holds dims {detected["dims"]}, depths '
+                f'{detected["depths"]} ({name or "a custom arch"})')
+    described = f'{src}: {form}, arch {name or detected}'
+
+    if to == 'backbone':
+        check_against_model(backbone_state, detected, out_indices=(0, 1, 2, 3))
+        state_dict = {'backbone.' + k: v for k, v in backbone_state.items()}
+    elif to == 'mmpretrain':
+        classifier = checkpoint.get('model') if isinstance(checkpoint, dict) else None
+        if not isinstance(classifier, dict) or 'head.weight' not in classifier:
+            raise ConversionError(f'--to mmpretrain needs an ImageNet classifier '
+                                  f'checkpoint ({{"model": ...}} with the head); '
+                                  f'{src} is {form} without one')
+        check_against_model(backbone_state, detected, out_indices=(3, ))
+        state_dict = official_classifier_to_mmpretrain(classifier, last_stage=3)
+    else:
+        raise ValueError(f'unknown target {to!r}')
+    meta = dict(converted_from=osp.basename(src), source_form=form, target=to,
+                arch=name or detected)
+    return dict(state_dict=state_dict, meta=meta), described
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert a released Spatial-Mamba checkpoint')
+    parser.add_argument('src', help='released checkpoint (classifier, '
+                        'mmdet/mmseg or plain backbone)')
+    parser.add_argument('dst', help='output file')
+    parser.add_argument('--to', choices=('backbone', 'mmpretrain'), required=True,
+                        help='backbone: for mmdet/mmseg; mmpretrain: the '
+                        'ImageClassifier of configs/classification')
+    parser.add_argument('--arch', help='expected arch (tiny/small/base or t/s/b)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    trust_local_checkpoints()
+    converted, described = convert(args.src, args.to, args.arch)
+    if osp.dirname(args.dst):
+        os.makedirs(osp.dirname(args.dst), exist_ok=True)
+    torch.save(converted, args.dst)
+    print(f'{described}\n-> {args.dst}: {len(converted["state_dict"])} tensors '
+          f'({args.to})')
+    return converted
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ConversionError, FileNotFoundError, ValueError) as error:
+        sys.exit(f'{osp.basename(__file__)}: error: {error}')

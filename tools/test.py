@@ -1,0 +1,122 @@
+"""Evaluate a checkpoint on the test set of any shipped config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--tta] [--amp]
+                                           [--cfg-options KEY=VALUE ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [...]
+
+CHECKPOINT is a released or trained checkpoint of the whole model (mm-style
+``state_dict``), or, with a configs/classification config, a released ImageNet
+classifier (``{'model': ...}``), whose keys are converted on the fly. The
+checkpoint's backbone must be exactly the config's: a checkpoint of another
+arch is an error, not a warning. ``--tta`` evaluates with the config's
+test-time augmentation (``tta_model`` + ``tta_pipeline``; the segmentation
+configs' multi-scale + flip, the "mIoU (ms)" column).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+from mmengine.model import is_model_wrapper
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner, load_state_dict
+
+import mmspatial  # noqa: F401  (registers SpatialMamba)
+from _checks import (InputError, backbone_cfg, check_checkpoint_fits,
+                     check_data_roots, is_official_classifier, load_checkpoint,
+                     load_config, trust_local_checkpoints)
+from mmspatial.models.checkpoint import official_classifier_to_mmpretrain
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a Spatial-Mamba model')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs and metrics go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation (the config\'s tta_model '
+                        'and tta_pipeline)')
+    parser.add_argument('--amp', action='store_true',
+                        help='run the test loop under autocast (fp16)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, e.g. test_dataloader.batch_size=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_tta(cfg, config_path):
+    """Wrap the model in ``tta_model`` and give the test set ``tta_pipeline``,
+    as mmdet/mmseg/mmpretrain's own test tools do."""
+    missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+    if missing:
+        raise InputError(f'--tta: config {config_path} defines no '
+                         f'{" and no ".join(missing)} (the segmentation configs '
+                         f'have both)')
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # through dataset wrappers
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def build_cfg(args):
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_data_roots(cfg, ['test_dataloader'], args.config)
+    # Weights come from CHECKPOINT; the backbone's ImageNet init is not needed.
+    backbone = backbone_cfg(cfg)
+    if backbone is not None:
+        backbone.init_cfg = None
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.tta:
+        enable_tta(cfg, args.config)
+    return cfg
+
+
+def run(cfg, args):
+    """Build the Runner for ``cfg``, check the checkpoint against it and test."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    classifier_state = None
+    if is_official_classifier(checkpoint) and cfg.get('default_scope') == 'mmpretrain':
+        out_indices = backbone_cfg(cfg).get('out_indices', (3, ))
+        classifier_state = official_classifier_to_mmpretrain(
+            checkpoint['model'], last_stage=out_indices[-1] % 4)
+        checkpoint = {'state_dict': classifier_state}
+    else:
+        cfg.load_from = args.checkpoint
+
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if args.tta:
+        model = model.module  # the TTA wrapper's inner model
+    check_checkpoint_fits(model, checkpoint, args.checkpoint, args.config)
+    del checkpoint
+    if classifier_state is not None:
+        # The released classifier, converted: every key must find its place.
+        load_state_dict(model, classifier_state, strict=True, logger='current')
+    return runner.test()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    trust_local_checkpoints()
+    return run(build_cfg(args), args)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except InputError as error:
+        sys.exit(f'{osp.basename(__file__)}: error: {error}')
