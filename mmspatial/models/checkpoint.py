@@ -10,8 +10,12 @@ Released files come in three forms, all loaded as they are:
 The key names of the backbone are the reference's, so the mapping is a small
 set of visible rules, not a renaming table.
 """
+import logging
 import os.path as osp
+import pickle
 import re
+
+import torch
 
 CLASSIFIER_ONLY_PREFIXES = ('head.', 'norm.')
 
@@ -73,13 +77,29 @@ def official_classifier_to_mmpretrain(state_dict, last_stage=3):
 
 
 def load_checkpoint_file(filename):
-    """Load a checkpoint on the CPU; a local path that does not exist is an error."""
-    is_remote = '://' in filename
-    if not is_remote and not osp.isfile(filename):
+    """Load a checkpoint on the CPU; a local path that does not exist is an error.
+
+    Local files are read with ``torch.load(weights_only=True)`` first. Released
+    checkpoints often also pickle their training config or optimizer objects,
+    which that refuses (torch >= 2.6); such a file, named explicitly by the
+    user, is then read as torch < 2.6 did, with a warning that says so.
+    Remote files go through mmengine's ``CheckpointLoader``.
+    """
+    if '://' in filename:
+        from mmengine.runner import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    if not osp.isfile(filename):
         raise FileNotFoundError(f'SpatialMamba: pretrained checkpoint not found: '
                                 f'{filename!r}')
-    from mmengine.runner import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    try:
+        return torch.load(filename, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        from mmengine.logging import print_log
+        print_log(f'SpatialMamba: {filename!r} holds pickled objects besides tensors '
+                  f'({str(error).splitlines()[0]}); loading it with '
+                  'weights_only=False because it was named as the checkpoint: only '
+                  'use files you trust', logger='current', level=logging.WARNING)
+        return torch.load(filename, map_location='cpu', weights_only=False)
 
 
 def stage_depths(state_dict):

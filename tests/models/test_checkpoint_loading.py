@@ -123,3 +123,26 @@ def test_extract_strips_ddp_prefix(source):
     backbone, _, dropped = extract_backbone_state_dict(state)
     assert set(backbone) == set(source.state_dict()) and not dropped
     assert stage_depths(backbone) == [1, 2, 1, 1]
+
+
+def test_checkpoint_with_pickled_objects_loads_with_a_warning(tmp_path, source):
+    """Released files often carry their config; torch >= 2.6 refuses those by default."""
+    import argparse
+    import logging
+
+    from mmengine.logging import MMLogger
+    path = tmp_path / 'with_config.pth'
+    torch.save({'model': source.state_dict(), 'config': argparse.Namespace(lr=1)}, path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        model = SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    assert_same_weights(model, source)
+    assert any('weights_only=False' in r.getMessage() and r.levelno == logging.WARNING
+               for r in records)
