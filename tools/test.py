@@ -25,7 +25,8 @@ from mmengine.runner import Runner, load_state_dict
 import mmspatial  # noqa: F401  (registers SpatialMamba)
 from _checks import (InputError, backbone_cfg, check_checkpoint_fits,
                      check_data_roots, is_official_classifier, load_checkpoint,
-                     load_config, trust_local_checkpoints)
+                     load_config, setup_cpu_distributed,
+                     trust_local_checkpoints)
 from mmspatial.models.checkpoint import official_classifier_to_mmpretrain
 
 
@@ -97,6 +98,7 @@ def run(cfg, args):
     else:
         cfg.load_from = args.checkpoint
 
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     if args.tta:

@@ -21,7 +21,8 @@ from mmengine.runner import Runner
 import mmspatial  # noqa: F401  (registers SpatialMamba)
 from _checks import (InputError, backbone_cfg, check_checkpoint_fits,
                      check_data_roots, check_pretrained, load_checkpoint,
-                     load_config, trust_local_checkpoints)
+                     load_config, setup_cpu_distributed,
+                     trust_local_checkpoints)
 
 
 def parse_args(argv=None):
@@ -87,6 +88,7 @@ def run(cfg, args):
     """Build the Runner for ``cfg``, check what it loads against it and train."""
     checkpoint = load_checkpoint(cfg.load_from) if cfg.get('load_from') else None
 
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if checkpoint is not None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
