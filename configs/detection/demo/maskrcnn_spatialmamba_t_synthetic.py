@@ -15,7 +15,7 @@ metainfo = dict(
     palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75), (255, 200, 0)])
 image_size = (256, 256)
 max_iters = 200
-warmup_iters = 30
+warmup_iters = 20
 batch_size = 2
 lr = 6e-4  # from scratch and short: higher than the fine-tuning 1e-4
 

@@ -16,7 +16,7 @@ metainfo = dict(
              (255, 200, 0)])
 image_size = (128, 128)
 max_iters = 300
-warmup_iters = 20
+warmup_iters = 30
 batch_size = 2
 lr = 1e-3  # from scratch and short: higher than the fine-tuning 6e-5
 
