@@ -113,3 +113,18 @@ def test_set_iters_stretches_the_schedule(demo):
     assert cfg.param_scheduler[-1].end == old * 2
     assert cfg.param_scheduler[0].end == 2 * Config.fromfile(
         DET_CONFIG).param_scheduler[0].end
+
+
+def test_time_budget_stops_training(demo, data_root, tmp_path):
+    """Past ``--max-minutes`` the demo stops, saves, evaluates and says so."""
+    demo.main([
+        '--task', 'segmentation', '--iters', '50', '--max-minutes', '0.01',
+        '--image-size', '96', '--num-train', '4', '--num-val', '2',
+        '--data-root', str(data_root), '--work-dir', str(tmp_path)
+    ])
+    with open(tmp_path / 'summary.json') as f:
+        result = json.load(f)['segmentation']
+    assert result['stopped_early']
+    assert result['iterations'] == 1 and result['planned_iterations'] == 50
+    assert osp.isfile(osp.join(result['work_dir'], 'iter_1.pth'))
+    assert 'stopped by the time budget' in (tmp_path / 'summary.md').read_text()

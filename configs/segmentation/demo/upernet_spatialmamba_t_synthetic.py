@@ -6,6 +6,8 @@
 # (iterations, lr, warm-up) and the batch size change, plus BN instead of
 # SyncBN (one CPU process), init_cfg=None (no ImageNet checkpoint offline) and
 # num_classes.
+# Measured on a 2-core CPU: 300 iterations of 128x128 images in about 7.5
+# minutes, val mIoU 2.4 -> 20.4 (untrained -> trained).
 _base_ = ['../upernet_spatialmamba_t.py']
 
 data_root = 'data/synthetic/seg/'
@@ -14,7 +16,7 @@ metainfo = dict(
     classes=classes,
     palette=[(0, 0, 0), (220, 20, 60), (0, 130, 200), (60, 180, 75),
              (255, 200, 0)])
-image_size = (128, 128)
+image_size = (128, 128)  # UperNet's 512-channel heads dominate a CPU step
 max_iters = 300
 warmup_iters = 30
 batch_size = 2
