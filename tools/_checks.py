@@ -8,6 +8,8 @@ import os.path as osp
 
 import torch
 
+from mmspatial.models.checkpoint import strip_ddp_prefix
+
 # What to put at a missing data root, per dataset type.
 DATA_HINTS = {
     'CocoDataset': 'COCO 2017: train2017/, val2017/ and annotations/'
@@ -142,11 +144,7 @@ def is_official_classifier(checkpoint):
 
 
 def model_state_dict(checkpoint):
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    if any(k.startswith('module.') for k in state_dict):  # saved from DDP
-        state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                      for k, v in state_dict.items()}
-    return state_dict
+    return strip_ddp_prefix(checkpoint.get('state_dict', checkpoint))
 
 
 def check_checkpoint_fits(model, checkpoint, path, config_path):

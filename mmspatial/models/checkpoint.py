@@ -24,6 +24,12 @@ def _strip_prefix(state_dict, prefix):
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def strip_ddp_prefix(state_dict):
+    """Remove the ``module.`` that DDP-wrapped models save; other keys stay."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v
+            for k, v in state_dict.items()}
+
+
 def extract_backbone_state_dict(checkpoint):
     """Backbone state dict from any released form.
 
@@ -43,8 +49,7 @@ def extract_backbone_state_dict(checkpoint):
         state_dict, form = checkpoint['state_dict'], 'OpenMMLab (key "state_dict")'
     else:
         state_dict, form = checkpoint, 'plain state dict'
-    if any(k.startswith('module.') for k in state_dict):  # saved from DDP
-        state_dict = _strip_prefix(state_dict, 'module.')
+    state_dict = strip_ddp_prefix(state_dict)
     if any(k.startswith('backbone.') for k in state_dict):
         dropped = [k for k in state_dict if not k.startswith('backbone.')]
         return _strip_prefix(state_dict, 'backbone.'), form, dropped
