@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
-from ._library import compute_dtype, custom_op, no_autocast
+from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
 
 
 def _prepare_delta(delta, delta_bias, delta_softplus):
@@ -70,11 +70,22 @@ def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
 # Units: log2. exp2 is about 3x cheaper than exp in PyTorch's CPU kernels;
 # log2(e) folds into delta and its bias, ln(2) into B.
 
-CHUNK = 64
-"""Target steps per chunk of :func:`selective_scan_chunked`, chosen by measurement
-(``tools/benchmark_ops.py --chunks``: 16..64 are within about 10% of each other
-at Spatial-Mamba-T's shapes, 64 ahead by a little); the chunk actually used is a
-divisor of L close to it when there is one (see :func:`_chunking`)."""
+CHUNK = None
+"""Default ``chunk`` of :func:`selective_scan_chunked`: ``None`` picks
+:func:`default_chunk` of the sequence length."""
+
+
+def default_chunk(length):
+    """Steps per chunk for a sequence of ``length``: about sqrt(length), at least 8.
+
+    The chunked scan issues one PyTorch op per step of a chunk and about one
+    per chunk (the carries), so sqrt(length) balances the two; measured at
+    Spatial-Mamba-T's shapes (``tools/benchmark_ops.py --chunks``) it is within
+    the noise of the best fixed length at 56x56 and 28x28 and 10 % faster at
+    14x14 and 7x7 than 64 steps.
+    """
+    return max(8, math.isqrt(max(length, 1)))
+
 
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
@@ -96,14 +107,24 @@ def _check_scan_args(u, delta, A, B, delta_bias):
                              f'shape {tuple(u.shape)}, got {got}')
 
 
+def resolve_chunk(chunk, length):
+    """``chunk`` as an int (None: :func:`default_chunk` of ``length``); >= 2."""
+    if chunk is None:
+        return default_chunk(length)
+    if chunk < 2:
+        raise ValueError(f'selective_scan: chunk must be at least 2, got {chunk}')
+    return int(chunk)
+
+
 def _chunking(length, chunk):
     """(steps, chunks): steps per chunk and number of chunks covering ``length``.
 
-    Prefers a divisor of ``length`` in [chunk / 3, chunk] (7 for 7x7 images,
-    16 for 56x56 ones) so that no step is padded; otherwise ``chunk`` steps and
-    a padded last chunk.
+    ``chunk``: target steps per chunk (None: :func:`default_chunk`). Prefers a
+    divisor of ``length`` in [chunk / 3, chunk] (7 for 7x7 images, 56 for 56x56
+    ones) so that no step is padded; otherwise ``chunk`` steps and a padded
+    last chunk.
     """
-    steps = min(chunk, length)
+    steps = min(default_chunk(length) if chunk is None else chunk, length)
     for candidate in range(steps, max(2, -(-steps // 3)) - 1, -1):
         if length % candidate == 0:
             return candidate, length // candidate
@@ -131,12 +152,18 @@ def _scan_in_chunks(work, decay, steps, out=None):
         out (Tensor, optional): (M, L, K) result. Default: ``work[0]``, in place
             (the result is then a view of ``work``).
 
-    All chunks advance together, one step at a time: ``steps`` small loops
-    update the local states (zero entering state) and the decay products of
-    every chunk, each iteration over all chunks and channels at once. The state
-    entering each chunk is the same scan over chunk ends (recursively, L / steps
-    steps), applied as ``out = local + decay_product * carry``. Exact like the
-    sequential loop: the same products and sums, in the same order inside a chunk.
+    Three phases, one PyTorch op per step and one per chunk, no allocation:
+
+    1. all chunks advance together, one step at a time, each op over all
+       chunks and channels: the local states (zero entering state) and the
+       decay products of every chunk;
+    2. the chunk ends, one chunk after the other: the end of chunk c is exact
+       once the end of chunk c - 1 is (``end_c += product_c * end_{c-1}``);
+    3. every other step at once: ``x = local + decay_product * end of the
+       previous chunk``.
+
+    Exact like the sequential loop: the same products and sums, in the same
+    order inside a chunk; nothing is divided, so no decay can overflow.
     """
     _, rows, padded_length, cols = work.shape
     chunks = padded_length // steps
@@ -147,30 +174,28 @@ def _scan_in_chunks(work, decay, steps, out=None):
     for t in range(1, steps):
         work_steps[t].addcmul_(decay_steps[t], work_steps[t - 1])
     local, decay_product = work[0], work[1]
-    if chunks == 1:
-        if out is None:
-            return local.view(rows, padded_length, cols)
-        return out.copy_(local.view(rows, padded_length, cols)[:, :length])
-    carry = linear_scan(decay_product[:, :-1, -1], local[:, :-1, -1], steps)
-    if out is None:
-        local[:, 1:].addcmul_(decay_product[:, 1:], carry[:, :, None])
-        return local.view(rows, padded_length, cols)
-    full = length // steps
-    out_full = out[:, :full * steps].view(rows, full, steps, cols)
-    out_full[:, 0] = local[:, 0]
-    torch.addcmul(local[:, 1:full], decay_product[:, 1:full], carry[:, :full - 1, None],
-                  out=out_full[:, 1:])
-    if length > full * steps:
-        tail = length - full * steps
-        torch.addcmul(local[:, full, :tail], decay_product[:, full, :tail],
-                      carry[:, full - 1, None], out=out[:, full * steps:])
+    ends, end_products = local[:, :, -1].unbind(1), decay_product[:, :, -1].unbind(1)
+    for c in range(1, chunks):
+        ends[c].addcmul_(end_products[c], ends[c - 1])
+    entering = local[:, :-1, -1:]                     # (M, chunks - 1, 1, K)
+    if out is None or length != padded_length:
+        if chunks > 1:
+            local[:, 1:, :-1].addcmul_(decay_product[:, 1:, :-1], entering)
+        result = local.view(rows, padded_length, cols)
+        return result if out is None else out.copy_(result[:, :length])
+    out_chunks = out.view(rows, chunks, steps, cols)
+    out_chunks[:, 0] = local[:, 0]
+    out_chunks[:, 1:, -1] = local[:, 1:, -1]
+    torch.addcmul(local[:, 1:, :-1], decay_product[:, 1:, :-1], entering,
+                  out=out_chunks[:, 1:, :-1])
     return out
 
 
 def linear_scan(decay, drive, chunk=CHUNK):
     """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``.
 
-    decay, drive: (M, L, K); returns (M, L, K) contiguous. ``chunk`` >= 2.
+    decay, drive: (M, L, K); returns (M, L, K) contiguous. ``chunk``: target
+    steps per chunk, >= 2 (None: :func:`default_chunk`).
     """
     rows, length, cols = drive.shape
     steps, chunks = _chunking(length, chunk)
@@ -397,7 +422,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, delta_bias, delta_softplus, chunk):
-        states = _scan_fwd_op(u, delta, A, B, delta_bias, delta_softplus, chunk)
+        states = eager_or_op(_scan_fwd_op)(u, delta, A, B, delta_bias, delta_softplus, chunk)
         ctx.save_for_backward(u, delta, A, B, delta_bias, states)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         return states
@@ -405,7 +430,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        du, ddelta, dA, dB, dbias = _scan_bwd_op(
+        du, ddelta, dA, dB, dbias = eager_or_op(_scan_bwd_op)(
             grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
         return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
 
@@ -416,14 +441,14 @@ def selective_scan_chunked(u, delta, A, B, delta_bias=None, delta_softplus=True,
 
     Same arguments and values (float32 states, float64 for float64 inputs), as a
     (batch, D, N, L) view of a (batch, L, D, N) tensor; ``chunk``: target steps
-    per chunk (>= 2). Differentiable, with a hand-written backward (the adjoint
-    scan, same algorithm). Runs on any device (CPU: the ``'torch'`` backend).
+    per chunk (>= 2; None: :func:`default_chunk` of L). Differentiable, with a
+    hand-written backward (the adjoint scan, same algorithm). Runs on any device
+    (CPU: the ``'torch'`` backend).
     """
     _check_scan_args(u, delta, A, B, delta_bias)
-    if chunk < 2:
-        raise ValueError(f'selective_scan: chunk must be at least 2, got {chunk}')
+    chunk = resolve_chunk(chunk, u.shape[-1])
     return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
-                                      int(chunk))
+                                      chunk)
 
 
 def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,

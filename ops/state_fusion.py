@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
-from ._library import compute_dtype, custom_op, no_autocast
+from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
 
 DILATIONS = (1, 3, 5)
 
@@ -169,11 +169,11 @@ class StateFusionTorchFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernels, alpha):
         ctx.save_for_backward(x, kernels, alpha)
-        return _fusion_fwd_op(x, kernels, alpha)
+        return eager_or_op(_fusion_fwd_op)(x, kernels, alpha)
 
     @staticmethod
     def backward(ctx, grad):
-        return _fusion_bwd_op(grad, *ctx.saved_tensors)
+        return eager_or_op(_fusion_bwd_op)(grad, *ctx.saved_tensors)
 
 
 def state_fusion_torch(x, kernels, alpha):

@@ -10,8 +10,9 @@ kernels (3, D, 3, 3); alpha (3,); delta_bias (D,); y (batch, D, H, W) float32.
 import torch
 
 from ._backend import resolve_backend
-from ._library import compute_dtype, custom_op, no_autocast
-from .selective_scan import CHUNK, _grads_like, _scan_grads, _scan_states, selective_scan_ref
+from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
+from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
+                             selective_scan_ref)
 from .state_fusion import _check_fusion_args, fusion_backward, fusion_forward, state_fusion_ref
 
 
@@ -170,13 +171,13 @@ class StructureAwareSSMTorchFn(torch.autograd.Function):
                 chunk):
         ctx.save_for_backward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
-        return _ssm_fwd_op(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                           delta_softplus, chunk)
+        return eager_or_op(_ssm_fwd_op)(u, delta, A, B, C, Dskip, kernels, alpha,
+                                        delta_bias, delta_softplus, chunk)
 
     @staticmethod
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
-        grads = _ssm_bwd_op(grad, *inputs, ctx.delta_softplus, ctx.chunk)
+        grads = eager_or_op(_ssm_bwd_op)(grad, *inputs, ctx.delta_softplus, ctx.chunk)
         grad_bias = grads[8] if inputs[8] is not None else None
         return (*grads[:8], grad_bias, None, None)
 
@@ -187,15 +188,16 @@ def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bi
 
     y (batch, D, H, W) float32 (float64 for float64 inputs), channels-last in
     memory (``y.permute(0, 2, 3, 1)`` is contiguous). ``chunk``: target steps per
-    scan chunk (>= 2).
+    scan chunk (>= 2; None: about sqrt(H*W), see ``selective_scan.default_chunk``).
     """
     _check_ssm_args(u, delta, A, B, C, Dskip)
     _check_fusion_args(u, kernels, alpha)
     if delta_bias is not None and tuple(delta_bias.shape) != (u.shape[1],):
         raise ValueError(f'structure_aware_ssm: delta_bias must be ({u.shape[1]},), '
                          f'got {tuple(delta_bias.shape)}')
+    chunk = resolve_chunk(chunk, u.shape[2] * u.shape[3])
     return StructureAwareSSMTorchFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,
-                                          delta_bias, bool(delta_softplus), int(chunk))
+                                          delta_bias, bool(delta_softplus), chunk)
 
 
 def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
