@@ -116,15 +116,24 @@ def test_extreme_step_sizes(regime, generator):
         assert_close(out, (delta * u * B).unsqueeze(2))
 
 
-def test_extreme_softplus_arguments(generator):
+@pytest.mark.parametrize('numpy_log1p', [True, False], ids=['numpy-log1p', 'torch-log1p'])
+def test_extreme_softplus_arguments(numpy_log1p, monkeypatch, generator):
     """delta + bias from -60 to 60: softplus from ~1e-26 to 60."""
+    if numpy_log1p and not scan_module.numpy_log1p_is_faster():
+        pytest.skip('numpy log1p is used only where torch CPU kernels run AVX-512')
+    monkeypatch.setattr(scan_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
     u, _, A, B, _ = make_scan_inputs(2, 3, 500, 1, generator=generator)
     delta = torch.linspace(-60, 60, 500).expand(2, 3, 500)
     assert_close(selective_scan_chunked(u, delta, A, B),
                  selective_scan_ref(u, delta, A, B), rtol=1e-4)
 
 
-def test_softplus_log2_matches_softplus():
+@pytest.mark.parametrize('numpy_log1p', [True, False], ids=['numpy-log1p', 'torch-log1p'])
+def test_softplus_log2_matches_softplus(numpy_log1p, monkeypatch):
+    """Both log1p implementations (numpy's where PyTorch's CPU one is scalar)."""
+    if numpy_log1p and not scan_module.numpy_log1p_is_faster():
+        pytest.skip('numpy log1p is used only where torch CPU kernels run AVX-512')
+    monkeypatch.setattr(scan_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
     z = torch.cat([torch.linspace(-80, 80, 100001), torch.randn(10000) * 5,
                    torch.tensor([0.0, 20.0, 20.5, -20.0, 1e-8, -1e-8])])
     expected = torch.nn.functional.softplus(z.double())
@@ -150,6 +159,15 @@ def test_linear_scan_matches_loop(generator):
     (3137, 64, 64), (11, 2, 2), (7, 4, 4), (49, 16, 7), (3136, 16, 16), (17, 16, 16)])
 def test_chunking_prefers_divisors(length, chunk, steps):
     got_steps, chunks = _chunking(length, chunk)
+    assert got_steps == steps and chunks == -(-length // steps)
+
+
+@pytest.mark.parametrize('length,steps', [
+    (3136, 56), (784, 28), (196, 14), (49, 7), (12800, 100), (67200, 240), (1, 1),
+    (5, 5), (97, 9)])
+def test_default_chunking_is_about_sqrt_length(length, steps):
+    """The default (chunk=None): ~sqrt(L) steps, a divisor where one is near."""
+    got_steps, chunks = _chunking(length, None)
     assert got_steps == steps and chunks == -(-length // steps)
 
 
