@@ -132,32 +132,22 @@ def _chunking(length, chunk):
     return steps, -(-length // steps)
 
 
-def _init_products(work, decay, steps):
-    """Start the decay products in ``work[1]`` (2, M, n * steps, K): the chunk's
-    first decay at each chunk start, zeros elsewhere."""
-    rows, length, cols = decay.shape
-    products = work[1].view(rows, length // steps, steps, cols)
-    products[:, :, 0] = decay.view(rows, length // steps, steps, cols)[:, :, 0]
-    products[:, :, 1:] = 0
-
-
-def _scan_in_chunks(work, decay, steps, out=None):
+def _scan_in_chunks(work, steps, out=None):
     """States of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1 of (M, L, K) data.
 
     Args:
-        work (Tensor): (2, M, Lp, K): drives in ``work[0]`` (Lp >= L a multiple
-            of ``steps``, drives 0 past L), ``work[1]`` as :func:`_init_products`
-            leaves it; both overwritten.
-        decay (Tensor): (M, Lp, K) decays (any finite value past L).
+        work (Tensor): (2, M, Lp, K), Lp >= L a multiple of ``steps``: drives in
+            ``work[0]``, decays in ``work[1]`` (past L: drives 0, decays 1);
+            both overwritten.
         steps (int): steps per chunk.
         out (Tensor, optional): (M, L, K) result. Default: ``work[0]``, in place
             (the result is then a view of ``work``).
 
-    Three phases, one PyTorch op per step and one per chunk, no allocation:
+    Three phases, two PyTorch ops per step and one per chunk, no allocation:
 
     1. all chunks advance together, one step at a time, each op over all
-       chunks and channels: the local states (zero entering state) and the
-       decay products of every chunk;
+       chunks and channels: the local states (zero entering state), then the
+       decay products of every chunk, in place of the decays;
     2. the chunk ends, one chunk after the other: the end of chunk c is exact
        once the end of chunk c - 1 is (``end_c += product_c * end_{c-1}``);
     3. every other step at once: ``x = local + decay_product * end of the
@@ -169,12 +159,11 @@ def _scan_in_chunks(work, decay, steps, out=None):
     _, rows, padded_length, cols = work.shape
     chunks = padded_length // steps
     length = padded_length if out is None else out.shape[1]
-    decay = decay.view(rows, chunks, steps, cols)
-    work = work.view(2, rows, chunks, steps, cols)
-    work_steps, decay_steps = work.unbind(3), decay.unbind(2)    # views, made once
+    local, decay_product = work.view(2, rows, chunks, steps, cols)
+    local_steps, product_steps = local.unbind(2), decay_product.unbind(2)  # views
     for t in range(1, steps):
-        work_steps[t].addcmul_(decay_steps[t], work_steps[t - 1])
-    local, decay_product = work[0], work[1]
+        local_steps[t].addcmul_(product_steps[t], local_steps[t - 1])
+        product_steps[t].mul_(product_steps[t - 1])
     ends, end_products = local[:, :, -1].unbind(1), decay_product[:, :, -1].unbind(1)
     for c in range(1, chunks):
         ends[c].addcmul_(end_products[c], ends[c - 1])
@@ -203,11 +192,10 @@ def linear_scan(decay, drive, chunk=CHUNK):
     padded = steps * chunks
     work = drive.new_empty((2, rows, padded, cols))
     work[0, :, :length] = drive
-    if padded != length:
-        work[0, :, length:] = 0
-        decay = torch.cat([decay, decay.new_ones(rows, padded - length, cols)], 1)
-    _init_products(work, decay, steps)
-    return _scan_in_chunks(work, decay, steps, drive.new_empty((rows, length, cols)))
+    work[1, :, :length] = decay
+    work[0, :, length:] = 0
+    work[1, :, length:] = 1
+    return _scan_in_chunks(work, steps, drive.new_empty((rows, length, cols)))
 
 
 @lru_cache(maxsize=1)
@@ -279,43 +267,39 @@ def _new_states(u, A, dtype):
 _BLOCK_ELEMENTS = 1 << 20
 
 
-def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work, decay, steps):
-    """Drives into ``work[0]``, decays into ``decay`` ((batch, Lp, D, N) each, Lp a
-    multiple of ``steps``, identity steps past L), ``work[1]`` ready for
-    :func:`_scan_in_chunks`; block by block over the positions.
+def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work):
+    """Drives into ``work[0]`` and decays into ``work[1]`` ((2, batch, Lp, D, N),
+    Lp >= L; past L: drives 0, decays 1), block by block over the positions.
 
-    Until a block's results are written, the block's parts of ``work`` and
-    ``decay`` serve as scratch, so that no other buffer is needed (on CPU each
-    fresh buffer costs page faults on first touch).
+    Until a block's results are written, the block's part of ``work`` serves as
+    scratch, so that N = 1 needs no other buffer (on CPU each fresh buffer
+    costs page faults and cache misses on first touch).
     """
-    dtype = decay.dtype
+    dtype = work.dtype
     batch, channels, length = u.shape
-    padded, state_dim = decay.shape[1], decay.shape[3]
-    cols = channels * state_dim
-    block = max(1, _BLOCK_ELEMENTS // (batch * channels * steps)) * steps
+    state_dim = A.shape[1]
+    block = max(1, _BLOCK_ELEMENTS // (batch * channels))
     B2 = (B.to(dtype) * _LN2).transpose(1, 2)                        # (b, L, N)
+    A2 = A.to(dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
-        drive, products, decays = work[0, :, start:stop], work[1, :, start:stop], \
-            decay[:, start:stop]
-        # (b, n, D) views: dt2 lives in the products' part until the decays are made
-        dt2 = products[..., 0]
+        drive, decay = work[0, :, start:stop], work[1, :, start:stop]   # (b, n, D, N)
+        # (b, n, D): (delta + bias) * log2(e), then its softplus, in the decays' part
+        dt2 = decay[..., 0]
         _scaled_delta(delta[:, :, start:stop], delta_bias, dtype, out=dt2)
         if delta_softplus:
             _softplus_log2_(dt2, scratch=drive[..., 0])
         u_t = u[:, :, start:stop].to(dtype).transpose(1, 2)
         if state_dim == 1:
             torch.mul(dt2, u_t, out=drive[..., 0]).mul_(B2[:, start:stop])
+            decay.mul_(A2).exp2_()                        # in place of dt2
         else:
-            dt2_u = torch.mul(dt2, u_t, out=decays[..., 0])
-            torch.mul(dt2_u[:, :, :, None], B2[:, start:stop, None, :], out=drive)
-        torch.mul(dt2[:, :, :, None], A.to(dtype), out=decays).exp2_()
-        if stop == length and padded != length:
-            work[0, :, length:] = 0
-            decay[:, length:] = 1
-        stop = padded if stop == length else stop
-        _init_products(work[:, :, start:stop].view(2, batch, stop - start, cols),
-                       decay[:, start:stop].view(batch, stop - start, cols), steps)
+            dt2 = dt2.clone()
+            torch.mul(torch.mul(dt2, u_t)[:, :, :, None], B2[:, start:stop, None, :],
+                      out=drive)
+            torch.mul(dt2[:, :, :, None], A2, out=decay).exp2_()
+    work[0, :, length:] = 0
+    work[1, :, length:] = 1
 
 
 def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk, in_place=False):
@@ -331,14 +315,13 @@ def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk, in_place=Fal
     steps, chunks = _chunking(length, chunk)
     padded = steps * chunks
     work = u.new_empty((2, batch, padded, channels, state_dim), dtype=dtype)
-    decay = u.new_empty((batch, padded, channels, state_dim), dtype=dtype)
-    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work, decay, steps)
-    work, decay = work.view(2, batch, padded, cols), decay.view(batch, padded, cols)
+    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work)
+    work = work.view(2, batch, padded, cols)
     if in_place:
-        states = _scan_in_chunks(work, decay, steps)[:, :length]
+        states = _scan_in_chunks(work, steps)[:, :length]
         return states.view(batch, length, channels, state_dim).permute(0, 2, 3, 1)
     states = _new_states(u, A, dtype)
-    _scan_in_chunks(work, decay, steps, states.permute(0, 3, 1, 2).view(batch, length, cols))
+    _scan_in_chunks(work, steps, states.permute(0, 3, 1, 2).view(batch, length, cols))
     return states
 
 
