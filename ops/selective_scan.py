@@ -132,16 +132,14 @@ def _chunking(length, chunk):
     return steps, -(-length // steps)
 
 
-def _scan_in_chunks(work, steps, out=None):
+def _scan_in_chunks(local, decay_product, steps):
     """States of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1 of (M, L, K) data.
 
     Args:
-        work (Tensor): (2, M, Lp, K), Lp >= L a multiple of ``steps``: drives in
-            ``work[0]``, decays in ``work[1]`` (past L: drives 0, decays 1);
-            both overwritten.
+        local (Tensor): (M, Lp, K) drives, Lp >= L a multiple of ``steps``
+            (drives 0 past L); the states on return (in place).
+        decay_product (Tensor): (M, Lp, K) decays (1 past L); overwritten.
         steps (int): steps per chunk.
-        out (Tensor, optional): (M, L, K) result. Default: ``work[0]``, in place
-            (the result is then a view of ``work``).
 
     Three phases, two PyTorch ops per step and one per chunk, no allocation:
 
@@ -156,10 +154,11 @@ def _scan_in_chunks(work, steps, out=None):
     Exact like the sequential loop: the same products and sums, in the same
     order inside a chunk; nothing is divided, so no decay can overflow.
     """
-    _, rows, padded_length, cols = work.shape
+    rows, padded_length, cols = local.shape
     chunks = padded_length // steps
-    length = padded_length if out is None else out.shape[1]
-    local, decay_product = work.view(2, rows, chunks, steps, cols)
+    states = local
+    local = local.view(rows, chunks, steps, cols)
+    decay_product = decay_product.view(rows, chunks, steps, cols)
     local_steps, product_steps = local.unbind(2), decay_product.unbind(2)  # views
     for t in range(1, steps):
         local_steps[t].addcmul_(product_steps[t], local_steps[t - 1])
@@ -167,35 +166,37 @@ def _scan_in_chunks(work, steps, out=None):
     ends, end_products = local[:, :, -1].unbind(1), decay_product[:, :, -1].unbind(1)
     for c in range(1, chunks):
         ends[c].addcmul_(end_products[c], ends[c - 1])
-    entering = local[:, :-1, -1:]                     # (M, chunks - 1, 1, K)
-    if out is None or length != padded_length:
-        if chunks > 1:
-            local[:, 1:, :-1].addcmul_(decay_product[:, 1:, :-1], entering)
-        result = local.view(rows, padded_length, cols)
-        return result if out is None else out.copy_(result[:, :length])
-    out_chunks = out.view(rows, chunks, steps, cols)
-    out_chunks[:, 0] = local[:, 0]
-    out_chunks[:, 1:, -1] = local[:, 1:, -1]
-    torch.addcmul(local[:, 1:, :-1], decay_product[:, 1:, :-1], entering,
-                  out=out_chunks[:, 1:, :-1])
-    return out
+    if chunks > 1:
+        local[:, 1:, :-1].addcmul_(decay_product[:, 1:, :-1], local[:, :-1, -1:])
+    return states
+
+
+def _padded_operands(shape, steps, like):
+    """Drive and decay buffers for :func:`_scan_in_chunks`: (M, Lp, ...) each,
+    Lp = L (``shape[1]``) rounded up to ``steps``, set past L (drives 0, decays
+    1), empty elsewhere. Two allocations: the drives' becomes the states, which
+    must not keep the decays' memory alive."""
+    length = shape[1]
+    padded_shape = (shape[0], -(-length // steps) * steps, *shape[2:])
+    drive, decay = like.new_empty(padded_shape), like.new_empty(padded_shape)
+    drive[:, length:] = 0
+    decay[:, length:] = 1
+    return drive, decay
 
 
 def linear_scan(decay, drive, chunk=CHUNK):
     """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``.
 
-    decay, drive: (M, L, K); returns (M, L, K) contiguous. ``chunk``: target
-    steps per chunk, >= 2 (None: :func:`default_chunk`).
+    decay, drive: (M, L, K); returns (M, L, K) (a view of a padded buffer when
+    no divisor of L is near the chunk length). ``chunk``: target steps per
+    chunk, >= 2 (None: :func:`default_chunk`).
     """
     rows, length, cols = drive.shape
-    steps, chunks = _chunking(length, chunk)
-    padded = steps * chunks
-    work = drive.new_empty((2, rows, padded, cols))
-    work[0, :, :length] = drive
-    work[1, :, :length] = decay
-    work[0, :, length:] = 0
-    work[1, :, length:] = 1
-    return _scan_in_chunks(work, steps, drive.new_empty((rows, length, cols)))
+    steps, _ = _chunking(length, chunk)
+    local, products = _padded_operands(drive.shape, steps, drive)
+    local[:, :length] = drive
+    products[:, :length] = decay
+    return _scan_in_chunks(local, products, steps)[:, :length]
 
 
 @lru_cache(maxsize=1)
@@ -267,15 +268,16 @@ def _new_states(u, A, dtype):
 _BLOCK_ELEMENTS = 1 << 20
 
 
-def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work):
-    """Drives into ``work[0]`` and decays into ``work[1]`` ((2, batch, Lp, D, N),
-    Lp >= L; past L: drives 0, decays 1), block by block over the positions.
+def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays):
+    """Drives and decays of the scan into ``drives`` and ``decays`` ((batch, Lp, D,
+    N) each, Lp >= L; positions past L are left alone), block by block over the
+    positions.
 
-    Until a block's results are written, the block's part of ``work`` serves as
-    scratch, so that N = 1 needs no other buffer (on CPU each fresh buffer
-    costs page faults and cache misses on first touch).
+    Until a block's results are written, the block's part of the two buffers
+    serves as scratch, so that N = 1 needs no other buffer (on CPU each fresh
+    buffer costs page faults and cache misses on first touch).
     """
-    dtype = work.dtype
+    dtype = drives.dtype
     batch, channels, length = u.shape
     state_dim = A.shape[1]
     block = max(1, _BLOCK_ELEMENTS // (batch * channels))
@@ -283,7 +285,7 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work):
     A2 = A.to(dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
-        drive, decay = work[0, :, start:stop], work[1, :, start:stop]   # (b, n, D, N)
+        drive, decay = drives[:, start:stop], decays[:, start:stop]     # (b, n, D, N)
         # (b, n, D): (delta + bias) * log2(e), then its softplus, in the decays' part
         dt2 = decay[..., 0]
         _scaled_delta(delta[:, :, start:stop], delta_bias, dtype, out=dt2)
@@ -298,31 +300,23 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work):
             torch.mul(torch.mul(dt2, u_t)[:, :, :, None], B2[:, start:stop, None, :],
                       out=drive)
             torch.mul(dt2[:, :, :, None], A2, out=decay).exp2_()
-    work[0, :, length:] = 0
-    work[1, :, length:] = 1
 
 
-def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk, in_place=False):
-    """(batch, D, N, L) states of the chunked scan, (batch, L, D, N) in memory.
-
-    ``in_place``: return a view of the scan's work buffer, twice the size of
-    the states (for callers that drop the states soon), instead of a new tensor.
-    """
+def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
+    """(batch, D, N, L) states of the chunked scan, a view of a contiguous
+    (batch, L, D, N) tensor (as :func:`_new_states` makes)."""
     dtype = compute_dtype(u, delta, A, B, delta_bias)
     batch, channels, length = u.shape
     state_dim = A.shape[1]
-    cols = channels * state_dim
-    steps, chunks = _chunking(length, chunk)
-    padded = steps * chunks
-    work = u.new_empty((2, batch, padded, channels, state_dim), dtype=dtype)
-    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, work)
-    work = work.view(2, batch, padded, cols)
-    if in_place:
-        states = _scan_in_chunks(work, steps)[:, :length]
-        return states.view(batch, length, channels, state_dim).permute(0, 2, 3, 1)
-    states = _new_states(u, A, dtype)
-    _scan_in_chunks(work, steps, states.permute(0, 3, 1, 2).view(batch, length, cols))
-    return states
+    steps, _ = _chunking(length, chunk)
+    like = u.new_empty(0, dtype=dtype)
+    drives, decays = _padded_operands((batch, length, channels, state_dim), steps, like)
+    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
+    padded, cols = drives.shape[1], channels * state_dim
+    _scan_in_chunks(drives.view(batch, padded, cols), decays.view(batch, padded, cols),
+                    steps)
+    states = drives if padded == length else drives[:, :length].contiguous()
+    return states.permute(0, 2, 3, 1)
 
 
 def _scan_operands(u, delta, A, B, delta_bias, delta_softplus):

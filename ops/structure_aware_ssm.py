@@ -67,7 +67,7 @@ def _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_sof
     batch, channels, height, width = u.shape
     state_dim = A.shape[1]
     states = _scan_states(u.flatten(2), delta.flatten(2), A, B.flatten(2), delta_bias,
-                          delta_softplus, chunk, in_place=True)
+                          delta_softplus, chunk)
     dtype = states.dtype
     # (batch, D*N, H, W) view of the (batch, L, D, N) memory, built from that memory
     # so that size-1 dimensions get canonical strides: PyTorch's padding and
