@@ -57,12 +57,13 @@ def _per_state(kernels, state_dim):
 
 
 def _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
-                 chunk):
+                 chunk, keep_fused=False):
     """y (batch, D, H, W), channels-last in memory, in the compute dtype (no autograd).
 
     Also returns the states and the fused states, (batch, D*N, H, W) channels-last:
     the scan produces (batch, L, D, N), which the fusion and the readout then
-    use without a transpose.
+    use without a transpose. Unless ``keep_fused``, y may be computed in place
+    of the fused states (N = 1), which are then returned overwritten.
     """
     batch, channels, height, width = u.shape
     state_dim = A.shape[1]
@@ -75,12 +76,17 @@ def _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_sof
     states = states.permute(0, 3, 1, 2).reshape(batch, height, width, channels * state_dim)
     states = states.permute(0, 3, 1, 2)
     fused = fusion_forward(states, _per_state(kernels, state_dim), alpha)
-    out = torch.empty(u.shape, dtype=dtype, device=u.device,
-                      memory_format=torch.channels_last)
     C = C.to(dtype)
-    if state_dim == 1:
+    if state_dim == 1 and not keep_fused and \
+            fused.is_contiguous(memory_format=torch.channels_last):
+        out = fused.mul_(C)              # one fresh (batch, D, H, W) buffer fewer
+    elif state_dim == 1:
+        out = torch.empty(u.shape, dtype=dtype, device=u.device,
+                          memory_format=torch.channels_last)
         torch.mul(fused, C, out=out)
     else:
+        out = torch.empty(u.shape, dtype=dtype, device=u.device,
+                          memory_format=torch.channels_last)
         torch.sum(fused.unflatten(1, (channels, state_dim)) * C[:, None], dim=2, out=out)
     out.addcmul_(u.to(dtype), Dskip.to(dtype)[:, None, None])
     return out, states, fused
@@ -97,7 +103,7 @@ def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
     batch, channels, height, width = u.shape
     state_dim = A.shape[1]
     _, states, fused = _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha,
-                                    delta_bias, delta_softplus, chunk)
+                                    delta_bias, delta_softplus, chunk, keep_fused=True)
     dtype = states.dtype
     grad = grad.to(dtype)
     C, Dskip, u_c = C.to(dtype), Dskip.to(dtype), u.to(dtype)

@@ -5,8 +5,11 @@ CPU (always):
     ``selective_scan_ref`` at L = 3136, D = 128, batch 2, N = 1, side by side;
   * forward (and fused forward + backward) times of the PyTorch backend at the
     shapes of Spatial-Mamba-T's four stages, batch 1 at 224x224;
-  * ``--chunks 16,32,64,128``: the same for several chunk lengths (to choose
-    ``selective_scan.CHUNK``).
+  * ``--chunks 16,32,64,128``: the same for several chunk lengths (to check
+    ``selective_scan.default_chunk``);
+  * the share of the 18 SSM ops in a Spatial-Mamba-T forward at 224x224, for
+    the PyTorch backend and for the sequential-loop reference, side by side
+    (needs ``mmspatial.models``, so mmengine; skipped with a note otherwise).
 CUDA (when a GPU is present, or only with ``--device cuda``): forward and
 forward + backward of the fused Triton op, of the unfused Triton ops and of the
 PyTorch reference composition, for classification, detection and segmentation
@@ -202,9 +205,10 @@ def cpu_report(ops, args):
     chunks = args.chunks or [scan_mod.CHUNK]
     lines += ['Spatial-Mamba-T, batch 1 at 224x224, PyTorch backend, channels-last inputs '
               '(ms per call, median of %d; x blocks = per stage):' % args.repeats, '',
-              '| stage | D | HxW | chunk | scan | fusion | fused fwd | fused fwd+bwd '
+              '| stage | D | HxW | steps/chunk | scan | fusion | fused fwd | fused fwd+bwd '
               '| fused fwd x blocks |', '|---|---|---|---|---|---|---|---|---|']
     for chunk in chunks:
+        chunk_label = 'auto' if chunk is None else chunk
         total_fwd = total_fwd_bwd = 0.0
         for stage, (channels, height, width, blocks) in enumerate(T_STAGES):
             x = ssm_inputs(1, channels, height, width)
@@ -227,14 +231,70 @@ def cpu_report(ops, args):
                 fused_args(xg)), max(3, args.repeats // 2))
             total_fwd += blocks * fused_t
             total_fwd_bwd += blocks * fwd_bwd_t
-            lines.append(f'| {stage + 1} | {channels} | {height}x{width} | {chunk} | '
+            steps = scan_mod._chunking(height * width, chunk)[0]
+            lines.append(f'| {stage + 1} | {channels} | {height}x{width} | {steps} | '
                          f'{scan_t * 1e3:.2f} | {fusion_t * 1e3:.2f} | {fused_t * 1e3:.2f} '
                          f'| {fwd_bwd_t * 1e3:.2f} | {blocks} x {fused_t * 1e3:.2f} = '
                          f'{blocks * fused_t * 1e3:.1f} |')
-        lines.append(f'| all 18 blocks | | | {chunk} | | | | {total_fwd_bwd * 1e3:.1f} | '
+        lines.append(f'| all 18 blocks | | | {chunk_label} | | | | {total_fwd_bwd * 1e3:.1f} | '
                      f'**{total_fwd * 1e3:.1f}** |')
     lines.append('')
-    return lines
+    return lines + backbone_share_report(ssm_mod, args)
+
+
+def backbone_share_report(ssm_mod, args):
+    """Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T
+    forward at 224x224, batch 1: the PyTorch backend's fused op against the
+    loop-form reference composition, alternating forwards in one run."""
+    try:
+        from mmspatial.models.backbones.spatial_mamba import SpatialMamba
+        layer_module = importlib.import_module('mmspatial.models.layers.structure_aware_ssm')
+    except ImportError as error:
+        return [f'(Backbone share skipped: mmspatial.models does not import: {error}.)', '']
+    spent = [0.0]
+
+    def timed(fn):
+        def run(*inputs, **kwargs):
+            start = time.perf_counter()
+            out = fn(*inputs, **kwargs)
+            spent[0] += time.perf_counter() - start
+            return out
+        return run
+
+    def fast(*inputs, backend=None, **kwargs):
+        return ssm_mod.structure_aware_ssm_torch(*inputs, **kwargs)
+
+    variants = [('fused op, PyTorch backend', timed(fast)),
+                ('`structure_aware_ssm_ref` (sequential-loop scan)',
+                 timed(ssm_mod.structure_aware_ssm_ref))]
+    torch.manual_seed(0)
+    model = SpatialMamba(arch='T').eval()
+    image = torch.randn(1, 3, 224, 224)
+    original = layer_module.structure_aware_ssm
+    totals = {name: ([], []) for name, _ in variants}
+    repeats = max(5, args.repeats // 2)
+    try:
+        with torch.no_grad():
+            for i in range(repeats + 2):
+                for name, op in variants:
+                    layer_module.structure_aware_ssm = op
+                    spent[0] = 0.0
+                    start = time.perf_counter()
+                    model(image)
+                    if i >= 2:        # warm-up
+                        totals[name][0].append(time.perf_counter() - start)
+                        totals[name][1].append(spent[0])
+    finally:
+        layer_module.structure_aware_ssm = original
+    lines = ['Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T '
+             f'forward, batch 1 at 224x224, medians of {repeats} forwards, the two '
+             'variants alternating:', '',
+             '| SSM op | T forward ms | 18 SSM ops ms | share |', '|---|---|---|---|']
+    for name, (forward, op) in totals.items():
+        forward_t, op_t = statistics.median(forward), statistics.median(op)
+        lines.append(f'| {name} | {forward_t * 1e3:.1f} | {op_t * 1e3:.1f} | '
+                     f'{100 * op_t / forward_t:.1f} % |')
+    return lines + ['']
 
 
 # ---------------------------------------------------------------------- CUDA
