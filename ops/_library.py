@@ -6,8 +6,10 @@ stable class name (``SelectiveScanTorchFn``, ``StateFusionTorchFn``,
 forward and backward call the custom ops registered here. ``torch.compile`` then
 treats the kernels as opaque calls with fake (shape-only) implementations: their
 chunk loops and data-dependent fallbacks are never traced. Outside
-``torch.compile`` the functions run directly (:func:`eager_or_op`): the custom
-op's Python dispatch costs about 50 us per call, a tenth of a small stage's op.
+``torch.compile`` the functions run directly (:func:`eager_or_op` for the
+forwards; the backwards return their gradients without the copies into
+input-shaped buffers that the custom ops make): the custom op's Python dispatch
+costs about 50 us per call, a tenth of a small stage's op.
 """
 import torch
 

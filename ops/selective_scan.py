@@ -171,6 +171,27 @@ def _scan_in_chunks(local, decay_product, steps):
     return states
 
 
+def _reverse_scan_in_chunks(local, decay_product, steps):
+    """:func:`_scan_in_chunks` backwards in time: ``x_t = decay_t * x_{t+1} + drive_t``,
+    ``x_Lp = 0``, in place on ``local`` (the same three phases, chunk starts in
+    place of chunk ends). Positions past L: drives 0, decays any finite value."""
+    rows, padded_length, cols = local.shape
+    chunks = padded_length // steps
+    states = local
+    local = local.view(rows, chunks, steps, cols)
+    decay_product = decay_product.view(rows, chunks, steps, cols)
+    local_steps, product_steps = local.unbind(2), decay_product.unbind(2)  # views
+    for t in range(steps - 2, -1, -1):
+        local_steps[t].addcmul_(product_steps[t], local_steps[t + 1])
+        product_steps[t].mul_(product_steps[t + 1])
+    starts, start_products = local[:, :, 0].unbind(1), decay_product[:, :, 0].unbind(1)
+    for c in range(chunks - 2, -1, -1):
+        starts[c].addcmul_(start_products[c], starts[c + 1])
+    if chunks > 1:
+        local[:, :-1, 1:].addcmul_(decay_product[:, :-1, 1:], local[:, 1:, :1])
+    return states
+
+
 def _padded_operands(shape, steps, like):
     """Drive and decay buffers for :func:`_scan_in_chunks`: (M, Lp, ...) each,
     Lp = L (``shape[1]``) rounded up to ``steps``, set past L (drives 0, decays
@@ -184,8 +205,9 @@ def _padded_operands(shape, steps, like):
     return drive, decay
 
 
-def linear_scan(decay, drive, chunk=CHUNK):
-    """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``.
+def linear_scan(decay, drive, chunk=CHUNK, reverse=False):
+    """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``
+    (``reverse``: ``x_t = decay_t * x_{t+1} + drive_t``, ``x_L = 0``).
 
     decay, drive: (M, L, K); returns (M, L, K) (a view of a padded buffer when
     no divisor of L is near the chunk length). ``chunk``: target steps per
@@ -196,7 +218,8 @@ def linear_scan(decay, drive, chunk=CHUNK):
     local, products = _padded_operands(drive.shape, steps, drive)
     local[:, :length] = drive
     products[:, :length] = decay
-    return _scan_in_chunks(local, products, steps)[:, :length]
+    scan = _reverse_scan_in_chunks if reverse else _scan_in_chunks
+    return scan(local, products, steps)[:, :length]
 
 
 @lru_cache(maxsize=1)
@@ -319,18 +342,6 @@ def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
     return states.permute(0, 2, 3, 1)
 
 
-def _scan_operands(u, delta, A, B, delta_bias, delta_softplus):
-    """``decay`` (batch, L, D, N) and, both (batch, L, D), ``z2`` = (delta + bias) *
-    log2(e) and ``dt2`` = softplus(delta + bias) * log2(e), in the compute dtype."""
-    dtype = compute_dtype(u, delta, A, B, delta_bias)
-    batch, channels, length = u.shape
-    z2 = _scaled_delta(delta, delta_bias, dtype,
-                       out=u.new_empty((batch, length, channels), dtype=dtype))
-    dt2 = softplus_log2(z2) if delta_softplus else z2
-    decay = (dt2[:, :, :, None] * A.to(dtype)).exp2_()
-    return decay, z2, dt2
-
-
 def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
     """Gradients of the scan from the gradient of its states (no autograd).
 
@@ -341,33 +352,56 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     Returns:
         tuple: (du, ddelta, dA, dB, ddelta_bias or None), (batch, D, L) ones as
         views of (batch, L, D) tensors, in the compute dtype.
+
+    The adjoint state ``lam_t = d loss / d drive_t`` obeys the same recurrence
+    backwards in time, ``lam_t = g_t + decay_{t+1} * lam_{t+1}``: the chunked
+    scan runs in reverse on decays shifted one step back. Mostly in-place ops
+    on a few (batch, L, D, N) buffers: on CPU every fresh buffer costs first-
+    touch misses and page faults.
     """
-    decay, z2, dt2 = _scan_operands(u, delta, A, B, delta_bias, delta_softplus)
-    dtype = decay.dtype
-    batch, length, channels, state_dim = decay.shape
-    cols = channels * state_dim
+    dtype = compute_dtype(u, delta, A, B, delta_bias)
+    batch, channels, length = u.shape
+    state_dim = A.shape[1]
+    steps, _ = _chunking(length, chunk)
+    A2, B_t = A.to(dtype), B.to(dtype).transpose(1, 2)              # B_t: (b, L, N)
+    z2 = _scaled_delta(delta, delta_bias, dtype,
+                       out=u.new_empty((batch, length, channels), dtype=dtype))
+    dt2 = softplus_log2(z2) if delta_softplus else z2.clone()        # (b, L, D)
     grad = grad.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
     states = states.to(dtype).permute(0, 3, 1, 2)
-    # the adjoint state lam_t = d loss / d drive_t: lam_t = g_t + decay_{t+1} lam_{t+1},
-    # the same scan backwards in time
-    decay_rev = torch.ones_like(decay)
-    decay_rev[:, 1:] = decay[:, 1:].flip(1)
-    lam = linear_scan(decay_rev.view(batch, length, cols),
-                      grad.flip(1).reshape(batch, length, cols), chunk)
-    lam = lam.flip(1).view(batch, length, channels, state_dim)
-    # d loss / d (delta*A)_t = lam_t * decay_t * x_{t-1}
-    grad_log_decay = torch.zeros_like(lam)
-    torch.mul(decay[:, 1:], states[:, :-1], out=grad_log_decay[:, 1:]).mul_(lam[:, 1:])
+    lam, shifted_decay = _padded_operands((batch, length, channels, state_dim), steps,
+                                          u.new_empty(0, dtype=dtype))
+    lam[:, :length] = grad
+    # shifted_decay_t = decay_{t+1}; zero at L - 1 (nothing flows back from past L)
+    torch.mul(dt2[:, 1:, :, None], A2, out=shifted_decay[:, :length - 1]).exp2_()
+    shifted_decay[:, length - 1] = 0
+    # d loss / d (delta*A)_t = lam_t * decay_t * x_{t-1}: the last two factors
+    # before the reverse scan turns the decays into products
+    grad_log_decay = torch.empty_like(states)
+    grad_log_decay[:, 0] = 0
+    torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=grad_log_decay[:, 1:])
+    cols, padded = channels * state_dim, lam.shape[1]
+    _reverse_scan_in_chunks(lam.view(batch, padded, cols),
+                            shifted_decay.view(batch, padded, cols), steps)
+    lam = lam[:, :length]
+    grad_log_decay.mul_(lam)
     u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
-    A, B_t = A.to(dtype), B.to(dtype).transpose(1, 2)                # B_t: (b, L, N)
-    dt = dt2 * _LN2
-    lam_b = (lam * B_t[:, :, None, :]).sum(3)                        # (b, L, D)
-    grad_dt = (grad_log_decay * A).sum(3).addcmul_(lam_b, u_t)
+    dt = dt2.mul_(_LN2)                                              # natural units
+    dt_u = torch.mul(dt, u_t)
+    if state_dim == 1:                    # (b, L, D) views, no size-1 reductions
+        lam, grad_log_decay = lam[..., 0], grad_log_decay[..., 0]
+        grad_B = torch.mul(lam, dt_u).sum(2, keepdim=True).transpose(1, 2)
+        grad_A = torch.mul(grad_log_decay, dt, out=dt_u).sum((0, 1))[:, None]
+        lam_b = lam.mul_(B_t)
+        grad_dt = grad_log_decay.mul_(A2[:, 0]).addcmul_(lam_b, u_t)
+    else:
+        grad_B = (lam * dt_u[:, :, :, None]).sum(2).transpose(1, 2)
+        grad_A = (grad_log_decay * dt[:, :, :, None]).sum((0, 1))
+        lam_b = (lam * B_t[:, :, None, :]).sum(3)                    # (b, L, D)
+        grad_dt = (grad_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
     grad_u = lam_b.mul_(dt)
-    grad_A = (grad_log_decay * dt[:, :, :, None]).sum((0, 1))
-    grad_B = (lam * (dt * u_t)[:, :, :, None]).sum(2).transpose(1, 2)
     if delta_softplus:
-        grad_dt.mul_(torch.sigmoid(z2 * _LN2))
+        grad_dt.mul_(z2.mul_(_LN2).sigmoid_())
     grad_bias = grad_dt.sum((0, 1)) if delta_bias is not None else None
     return (grad_u.transpose(1, 2), grad_dt.transpose(1, 2), grad_A, grad_B, grad_bias)
 
@@ -427,8 +461,12 @@ class SelectiveScanTorchFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        du, ddelta, dA, dB, dbias = eager_or_op(_scan_bwd_op)(
-            grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
+        args = (grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
+        if torch.compiler.is_compiling():
+            du, ddelta, dA, dB, dbias = _scan_bwd_op(*args)
+        else:     # the gradients as computed: autograd casts them to the inputs' dtypes
+            with no_autocast(u.device):
+                du, ddelta, dA, dB, dbias = _scan_grads(*args)
         return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
 
 

@@ -173,7 +173,12 @@ class StateFusionTorchFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return eager_or_op(_fusion_bwd_op)(grad, *ctx.saved_tensors)
+        if torch.compiler.is_compiling():
+            return _fusion_bwd_op(grad, *ctx.saved_tensors)
+        x, kernels, alpha = ctx.saved_tensors
+        with no_autocast(x.device):       # autograd casts to the inputs' dtypes
+            return fusion_backward(grad, x.to(compute_dtype(x, kernels, alpha)), kernels,
+                                   alpha)
 
 
 def state_fusion_torch(x, kernels, alpha):

@@ -183,7 +183,11 @@ class StructureAwareSSMTorchFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
-        grads = eager_or_op(_ssm_bwd_op)(grad, *inputs, ctx.delta_softplus, ctx.chunk)
+        if torch.compiler.is_compiling():
+            grads = _ssm_bwd_op(grad, *inputs, ctx.delta_softplus, ctx.chunk)
+        else:     # the gradients as computed: autograd casts them to the inputs' dtypes
+            with no_autocast(grad.device):
+                grads = _ssm_grads(grad, *inputs, ctx.delta_softplus, ctx.chunk)
         grad_bias = grads[8] if inputs[8] is not None else None
         return (*grads[:8], grad_bias, None, None)
 

@@ -143,15 +143,17 @@ def test_softplus_log2_matches_softplus(numpy_log1p, monkeypatch):
     assert ((got - expected).abs() <= bound).all()
 
 
-def test_linear_scan_matches_loop(generator):
+@pytest.mark.parametrize('reverse', [False, True], ids=['forward', 'reverse'])
+def test_linear_scan_matches_loop(reverse, generator):
     decay = torch.rand(3, 200, 4, generator=generator)
     drive = torch.randn(3, 200, 4, generator=generator)
-    state, expected = torch.zeros(3, 4), []
-    for t in range(200):
+    state, expected = torch.zeros(3, 4), [None] * 200
+    for t in (reversed(range(200)) if reverse else range(200)):
         state = decay[:, t] * state + drive[:, t]
-        expected.append(state)
-    for chunk in (2, 7, 64, 256):
-        assert_close(linear_scan(decay, drive, chunk), torch.stack(expected, 1))
+        expected[t] = state
+    for chunk in (2, 7, 64, 256, None):
+        assert_close(linear_scan(decay, drive, chunk, reverse=reverse),
+                     torch.stack(expected, 1))
 
 
 @pytest.mark.parametrize('length,chunk,steps', [
