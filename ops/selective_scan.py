@@ -79,8 +79,8 @@ CHUNK = None
 def default_chunk(length):
     """Steps per chunk for a sequence of ``length``: about sqrt(length), at least 8.
 
-    The chunked scan issues one PyTorch op per step of a chunk and about one
-    per chunk (the carries), so sqrt(length) balances the two; measured at
+    The chunked scan issues two small PyTorch ops per step of a chunk and one
+    per chunk (the carries), so about sqrt(length) balances them; measured at
     Spatial-Mamba-T's shapes (``tools/benchmark_ops.py --chunks``) it is within
     the noise of the best fixed length at 56x56 and 28x28 and 10 % faster at
     14x14 and 7x7 than 64 steps.
