@@ -33,12 +33,17 @@ def triton_interpreter_enabled():
 
 
 def log_once(op_name, backend, reason):
-    """Log through mmengine's current logger when present, else ``logging``."""
-    key = (op_name, backend)
+    """Log which backend an operator runs, once per (operator, backend)."""
+    log_message_once((op_name, backend),
+                     f'mmspatial.ops.{op_name}: using the {backend} backend ({reason})')
+
+
+def log_message_once(key, message):
+    """Log ``message`` the first time ``key`` is seen, through mmengine's current
+    logger when present, else ``logging``."""
     if key in _logged:
         return
     _logged.add(key)
-    message = f'mmspatial.ops.{op_name}: using the {backend} backend ({reason})'
     try:
         from mmengine.logging import print_log
     except ImportError:

@@ -16,7 +16,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve_backend
+from ._backend import log_message_once, resolve_backend
 from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
 
 
@@ -237,7 +237,11 @@ def numpy_log1p_is_faster():
     try:
         import numpy  # noqa: F401
     except ImportError:
+        log_message_once('log1p', 'mmspatial.ops: CPU softplus uses torch.log1p, scalar '
+                         "in PyTorch's AVX-512 kernels (numpy, faster here, is missing)")
         return False
+    log_message_once('log1p', "mmspatial.ops: CPU softplus takes log1p from numpy "
+                     "(PyTorch's AVX-512 log1p is a scalar loop)")
     return True
 
 
