@@ -6,8 +6,8 @@
 # lr, warm-up, decay) and the batch size change, plus init_cfg=None (no
 # ImageNet checkpoint offline), num_classes for the 4 shapes and the RoI
 # budgets per image (below).
-# Measured on a 2-core CPU: 200 iterations in about 14 minutes, val box mAP
-# 0.0 -> 18.7, mask mAP 0.0 -> 16.2 (untrained -> trained).
+# Measured on a 2-core CPU: 200 iterations in about 12 minutes, val box mAP
+# 0.0 -> 17.8, mask mAP 0.0 -> 16.1 (untrained -> trained; runs vary by ~3).
 _base_ = ['../maskrcnn_spatialmamba_t.py']
 
 data_root = 'data/synthetic/coco/'
