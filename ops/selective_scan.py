@@ -192,14 +192,15 @@ def _reverse_scan_in_chunks(local, decay_product, steps):
     return states
 
 
-def _padded_operands(shape, steps, like):
+def _padded_operands(shape, steps, dtype, device):
     """Drive and decay buffers for :func:`_scan_in_chunks`: (M, Lp, ...) each,
     Lp = L (``shape[1]``) rounded up to ``steps``, set past L (drives 0, decays
     1), empty elsewhere. Two allocations: the drives' becomes the states, which
     must not keep the decays' memory alive."""
     length = shape[1]
     padded_shape = (shape[0], -(-length // steps) * steps, *shape[2:])
-    drive, decay = like.new_empty(padded_shape), like.new_empty(padded_shape)
+    drive = torch.empty(padded_shape, dtype=dtype, device=device)
+    decay = torch.empty(padded_shape, dtype=dtype, device=device)
     drive[:, length:] = 0
     decay[:, length:] = 1
     return drive, decay
@@ -215,7 +216,7 @@ def linear_scan(decay, drive, chunk=CHUNK, reverse=False):
     """
     rows, length, cols = drive.shape
     steps, _ = _chunking(length, chunk)
-    local, products = _padded_operands(drive.shape, steps, drive)
+    local, products = _padded_operands(drive.shape, steps, drive.dtype, drive.device)
     local[:, :length] = drive
     products[:, :length] = decay
     scan = _reverse_scan_in_chunks if reverse else _scan_in_chunks
@@ -336,8 +337,8 @@ def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
     batch, channels, length = u.shape
     state_dim = A.shape[1]
     steps, _ = _chunking(length, chunk)
-    like = u.new_empty(0, dtype=dtype)
-    drives, decays = _padded_operands((batch, length, channels, state_dim), steps, like)
+    drives, decays = _padded_operands((batch, length, channels, state_dim), steps, dtype,
+                                      u.device)
     _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
     padded, cols = drives.shape[1], channels * state_dim
     _scan_in_chunks(drives.view(batch, padded, cols), decays.view(batch, padded, cols),
@@ -374,7 +375,7 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     grad = grad.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
     states = states.to(dtype).permute(0, 3, 1, 2)
     lam, shifted_decay = _padded_operands((batch, length, channels, state_dim), steps,
-                                          u.new_empty(0, dtype=dtype))
+                                          dtype, u.device)
     lam[:, :length] = grad
     # shifted_decay_t = decay_{t+1}; zero at L - 1 (nothing flows back from past L)
     torch.mul(dt2[:, 1:, :, None], A2, out=shifted_decay[:, :length - 1]).exp2_()
