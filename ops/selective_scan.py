@@ -132,24 +132,28 @@ def _chunking(length, chunk):
     return steps, -(-length // steps)
 
 
-def _scan_in_chunks(local, decay_product, steps):
-    """States of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1 of (M, L, K) data.
+def _scan_in_chunks(local, decay_product, steps, reverse=False):
+    """States of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1 of (M, L, K) data
+    (``reverse``: backwards in time, ``x_t = decay_t * x_{t+1} + drive_t``).
 
     Args:
         local (Tensor): (M, Lp, K) drives, Lp >= L a multiple of ``steps``
             (drives 0 past L); the states on return (in place).
-        decay_product (Tensor): (M, Lp, K) decays (1 past L); overwritten.
+        decay_product (Tensor): (M, Lp, K) decays (past L: 1; any finite value
+            when ``reverse``); overwritten.
         steps (int): steps per chunk.
 
-    Three phases, two PyTorch ops per step and one per chunk, no allocation:
+    Three phases, two PyTorch ops per step and one per chunk, no allocation
+    ("first" and "last" in the direction of time):
 
     1. all chunks advance together, one step at a time, each op over all
        chunks and channels: the local states (zero entering state), then the
        decay products of every chunk, in place of the decays;
-    2. the chunk ends, one chunk after the other: the end of chunk c is exact
-       once the end of chunk c - 1 is (``end_c += product_c * end_{c-1}``);
-    3. every other step at once: ``x = local + decay_product * end of the
-       previous chunk``.
+    2. the chunks' last steps, one chunk after the other: the last state of a
+       chunk is exact once the previous chunk's is
+       (``last_c += product_c * last_{c-1}``);
+    3. every other step at once: ``x = local + decay_product * last state of
+       the previous chunk``.
 
     Exact like the sequential loop: the same products and sums, in the same
     order inside a chunk; nothing is divided, so no decay can overflow.
@@ -159,36 +163,23 @@ def _scan_in_chunks(local, decay_product, steps):
     states = local
     local = local.view(rows, chunks, steps, cols)
     decay_product = decay_product.view(rows, chunks, steps, cols)
+    ahead = -1 if reverse else 1                   # index step in the direction of time
     local_steps, product_steps = local.unbind(2), decay_product.unbind(2)  # views
-    for t in range(1, steps):
-        local_steps[t].addcmul_(product_steps[t], local_steps[t - 1])
-        product_steps[t].mul_(product_steps[t - 1])
-    ends, end_products = local[:, :, -1].unbind(1), decay_product[:, :, -1].unbind(1)
-    for c in range(1, chunks):
-        ends[c].addcmul_(end_products[c], ends[c - 1])
+    for t in range(steps)[::ahead][1:]:
+        local_steps[t].addcmul_(product_steps[t], local_steps[t - ahead])
+        product_steps[t].mul_(product_steps[t - ahead])
+    last = 0 if reverse else steps - 1
+    lasts, last_products = local[:, :, last].unbind(1), decay_product[:, :, last].unbind(1)
+    for c in range(chunks)[::ahead][1:]:
+        lasts[c].addcmul_(last_products[c], lasts[c - ahead])
     if chunks > 1:
-        local[:, 1:, :-1].addcmul_(decay_product[:, 1:, :-1], local[:, :-1, -1:])
-    return states
-
-
-def _reverse_scan_in_chunks(local, decay_product, steps):
-    """:func:`_scan_in_chunks` backwards in time: ``x_t = decay_t * x_{t+1} + drive_t``,
-    ``x_Lp = 0``, in place on ``local`` (the same three phases, chunk starts in
-    place of chunk ends). Positions past L: drives 0, decays any finite value."""
-    rows, padded_length, cols = local.shape
-    chunks = padded_length // steps
-    states = local
-    local = local.view(rows, chunks, steps, cols)
-    decay_product = decay_product.view(rows, chunks, steps, cols)
-    local_steps, product_steps = local.unbind(2), decay_product.unbind(2)  # views
-    for t in range(steps - 2, -1, -1):
-        local_steps[t].addcmul_(product_steps[t], local_steps[t + 1])
-        product_steps[t].mul_(product_steps[t + 1])
-    starts, start_products = local[:, :, 0].unbind(1), decay_product[:, :, 0].unbind(1)
-    for c in range(chunks - 2, -1, -1):
-        starts[c].addcmul_(start_products[c], starts[c + 1])
-    if chunks > 1:
-        local[:, :-1, 1:].addcmul_(decay_product[:, :-1, 1:], local[:, 1:, :1])
+        # the chunks that have a previous one, and those previous chunks; each
+        # chunk's steps but its last
+        later, earlier = ((slice(0, -1), slice(1, None)) if reverse
+                          else (slice(1, None), slice(0, -1)))
+        not_last = slice(1, None) if reverse else slice(0, -1)
+        local[:, later, not_last].addcmul_(decay_product[:, later, not_last],
+                                           local[:, earlier, last:last + 1])
     return states
 
 
@@ -219,8 +210,7 @@ def linear_scan(decay, drive, chunk=CHUNK, reverse=False):
     local, products = _padded_operands(drive.shape, steps, drive.dtype, drive.device)
     local[:, :length] = drive
     products[:, :length] = decay
-    scan = _reverse_scan_in_chunks if reverse else _scan_in_chunks
-    return scan(local, products, steps)[:, :length]
+    return _scan_in_chunks(local, products, steps, reverse)[:, :length]
 
 
 @lru_cache(maxsize=1)
@@ -386,8 +376,8 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     grad_log_decay[:, 0] = 0
     torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=grad_log_decay[:, 1:])
     cols, padded = channels * state_dim, lam.shape[1]
-    _reverse_scan_in_chunks(lam.view(batch, padded, cols),
-                            shifted_decay.view(batch, padded, cols), steps)
+    _scan_in_chunks(lam.view(batch, padded, cols), shifted_decay.view(batch, padded, cols),
+                    steps, reverse=True)
     lam = lam[:, :length]
     grad_log_decay.mul_(lam)
     u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
