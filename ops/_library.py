@@ -7,8 +7,9 @@ forward and backward call the custom ops registered here. ``torch.compile`` then
 treats the kernels as opaque calls with fake (shape-only) implementations: their
 chunk loops and data-dependent fallbacks are never traced. Outside
 ``torch.compile`` the functions run directly (:func:`eager_or_op` for the
-forwards; the backwards return their gradients without the copies into
-input-shaped buffers that the custom ops make): the custom op's Python dispatch
+forwards; :func:`op_or_gradients` for the backwards, which return their
+gradients without the custom ops' copies into input-shaped buffers): the
+custom op's Python dispatch
 costs about 50 us per call, a tenth of a small stage's op.
 """
 import torch
@@ -40,6 +41,19 @@ def eager_or_op(op):
     if torch.compiler.is_compiling():
         return op
     return _EAGER_FUNCTIONS.get(op, op)
+
+
+def op_or_gradients(op, gradients, device):
+    """A backward custom op while ``torch.compile`` traces, else ``gradients``
+    (no autocast): the same gradients as computed, without the op's copies into
+    input-shaped buffers; autograd casts them to the inputs' dtypes."""
+    if torch.compiler.is_compiling():
+        return op
+
+    def run(*args):
+        with no_autocast(device):
+            return gradients(*args)
+    return run
 
 
 def compute_dtype(*tensors):

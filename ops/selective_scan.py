@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import log_message_once, resolve_backend
-from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
+from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                       op_or_gradients)
 
 
 def _prepare_delta(delta, delta_bias, delta_softplus):
@@ -448,7 +449,8 @@ class SelectiveScanTorchFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, delta_bias, delta_softplus, chunk):
-        states = eager_or_op(_scan_fwd_op)(u, delta, A, B, delta_bias, delta_softplus, chunk)
+        states = eager_or_op(_scan_fwd_op)(u, delta, A, B, delta_bias, delta_softplus,
+                                           chunk)
         ctx.save_for_backward(u, delta, A, B, delta_bias, states)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         return states
@@ -456,12 +458,8 @@ class SelectiveScanTorchFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        args = (grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
-        if torch.compiler.is_compiling():
-            du, ddelta, dA, dB, dbias = _scan_bwd_op(*args)
-        else:     # the gradients as computed: autograd casts them to the inputs' dtypes
-            with no_autocast(u.device):
-                du, ddelta, dA, dB, dbias = _scan_grads(*args)
+        du, ddelta, dA, dB, dbias = op_or_gradients(_scan_bwd_op, _scan_grads, u.device)(
+            grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
         return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
-from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
+from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                       op_or_gradients)
 
 DILATIONS = (1, 3, 5)
 
@@ -148,12 +149,16 @@ def _fusion_bwd_fake(grad, x, kernels, alpha):
     return torch.empty_like(x), torch.empty_like(kernels), torch.empty_like(alpha)
 
 
+def _fusion_grads(grad, x, kernels, alpha):
+    """:func:`fusion_backward` in the compute dtype."""
+    return fusion_backward(grad, x.to(compute_dtype(x, kernels, alpha)), kernels, alpha)
+
+
 @custom_op('state_fusion_torch_bwd', _fusion_bwd_fake)
 def _fusion_bwd_op(grad: torch.Tensor, x: torch.Tensor, kernels: torch.Tensor,
                    alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     with no_autocast(x.device):
-        dtype = compute_dtype(x, kernels, alpha)
-        grads = fusion_backward(grad, x.to(dtype), kernels, alpha)
+        grads = _fusion_grads(grad, x, kernels, alpha)
         outs = (torch.empty_like(x), torch.empty_like(kernels), torch.empty_like(alpha))
         for out, g in zip(outs, grads):
             out.copy_(g)
@@ -173,12 +178,8 @@ class StateFusionTorchFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.compiler.is_compiling():
-            return _fusion_bwd_op(grad, *ctx.saved_tensors)
-        x, kernels, alpha = ctx.saved_tensors
-        with no_autocast(x.device):       # autograd casts to the inputs' dtypes
-            return fusion_backward(grad, x.to(compute_dtype(x, kernels, alpha)), kernels,
-                                   alpha)
+        return op_or_gradients(_fusion_bwd_op, _fusion_grads, grad.device)(
+            grad, *ctx.saved_tensors)
 
 
 def state_fusion_torch(x, kernels, alpha):

@@ -10,7 +10,8 @@ kernels (3, D, 3, 3); alpha (3,); delta_bias (D,); y (batch, D, H, W) float32.
 import torch
 
 from ._backend import resolve_backend
-from ._library import compute_dtype, custom_op, eager_or_op, no_autocast
+from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                       op_or_gradients)
 from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
                              selective_scan_ref)
 from .state_fusion import _check_fusion_args, fusion_backward, fusion_forward, state_fusion_ref
@@ -183,11 +184,8 @@ class StructureAwareSSMTorchFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
-        if torch.compiler.is_compiling():
-            grads = _ssm_bwd_op(grad, *inputs, ctx.delta_softplus, ctx.chunk)
-        else:     # the gradients as computed: autograd casts them to the inputs' dtypes
-            with no_autocast(grad.device):
-                grads = _ssm_grads(grad, *inputs, ctx.delta_softplus, ctx.chunk)
+        grads = op_or_gradients(_ssm_bwd_op, _ssm_grads, grad.device)(
+            grad, *inputs, ctx.delta_softplus, ctx.chunk)
         grad_bias = grads[8] if inputs[8] is not None else None
         return (*grads[:8], grad_bias, None, None)
 
