@@ -94,6 +94,25 @@ def _clamp(v, hi):
 
 
 @triton.jit
+def _stencil_tile(D, W, L, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's tile of the stencil kernels' grid (pixel tiles, channel
+    blocks, batch): pixel indices, their rows and columns, channel indices, the
+    masks, and each channel row's offset into (batch, D, L) memory (int64)."""
+    pid_p = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < L
+    row = offs_p // W
+    col = offs_p - row * W
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    mask = mask_d[:, None] & mask_p[None, :]
+    chan = (pid_b * D + offs_d).to(tl.int64) * L
+    return pid_p, pid_d, pid_b, offs_p, mask_p, row, col, offs_d, mask_d, mask, chan
+
+
+@triton.jit
 def _fwd_tap(acc, x_ptr, w_ptr, chan, row, col, H, W, D, offs_d, mask_d, mask,
              TAP: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr):
     src = _clamp(row + DY, H - 1) * W + _clamp(col + DX, W - 1)
@@ -108,17 +127,8 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr,
                        HAS_C: tl.constexpr, HAS_SKIP: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
     """out = stencil(x) [* C + Dskip * u]. x, u, out (batch, D, L); C (batch, L)."""
-    pid_p = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < L
-    row = offs_p // W
-    col = offs_p - row * W
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
-    mask = mask_d[:, None] & mask_p[None, :]
-    chan = (pid_b * D + offs_d).to(tl.int64) * L
+    pid_p, pid_d, pid_b, offs_p, mask_p, row, col, offs_d, mask_d, mask, chan = \
+        _stencil_tile(D, W, L, BLOCK_D, BLOCK_P)
     acc = tl.zeros([BLOCK_D, BLOCK_P], dtype=tl.float32)
     acc = _fwd_tap(acc, x_ptr, w_ptr, chan, row, col, H, W, D, offs_d, mask_d, mask,
                    0, 0, 0)
@@ -173,17 +183,8 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
 
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
     """
-    pid_p = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < L
-    row = offs_p // W
-    col = offs_p - row * W
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
-    mask = mask_d[:, None] & mask_p[None, :]
-    chan = (pid_b * D + offs_d).to(tl.int64) * L
+    pid_p, pid_d, pid_b, offs_p, mask_p, row, col, offs_d, mask_d, mask, chan = \
+        _stencil_tile(D, W, L, BLOCK_D, BLOCK_P)
     c_row = pid_b.to(tl.int64) * L
     g_own = tl.load(g_ptr + chan[:, None] + offs_p[None, :], mask=mask,
                     other=0.0).to(tl.float32)
