@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ._backend import log_message_once, resolve_backend
 from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
                        op_or_gradients)
+from ._shape_checks import check_scan_args
 
 
 def _prepare_delta(delta, delta_bias, delta_softplus):
@@ -48,6 +49,7 @@ def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
     Returns:
         Tensor: (batch, D, N, L) float32 states (float64 for float64 inputs).
     """
+    check_scan_args('selective_scan_ref', u, delta, A, B, delta_bias)
     dtype = compute_dtype(u, delta, A, B, delta_bias)
     delta = _prepare_delta(delta.to(dtype), delta_bias, delta_softplus)
     u, A, B = u.to(dtype), A.to(dtype), B.to(dtype)
@@ -91,22 +93,6 @@ def default_chunk(length):
 
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
-
-
-def _check_scan_args(u, delta, A, B, delta_bias):
-    if u.dim() != 3:
-        raise ValueError(f'selective_scan: u must be (batch, D, L), got {tuple(u.shape)}')
-    batch, channels, length = u.shape
-    state_dim = A.shape[-1] if A.dim() == 2 else -1
-    expected = {'delta': (tuple(delta.shape), (batch, channels, length)),
-                'A': (tuple(A.shape), (channels, state_dim)),
-                'B': (tuple(B.shape), (batch, state_dim, length))}
-    if delta_bias is not None:
-        expected['delta_bias'] = (tuple(delta_bias.shape), (channels,))
-    for name, (got, want) in expected.items():
-        if got != want:
-            raise ValueError(f'selective_scan: {name} must be {want} for u of '
-                             f'shape {tuple(u.shape)}, got {got}')
 
 
 def resolve_chunk(chunk, length):
@@ -473,7 +459,7 @@ def selective_scan_chunked(u, delta, A, B, delta_bias=None, delta_softplus=True,
     hand-written backward (the adjoint scan, same algorithm). Runs on any device
     (CPU: the ``'torch'`` backend).
     """
-    _check_scan_args(u, delta, A, B, delta_bias)
+    check_scan_args('selective_scan_chunked', u, delta, A, B, delta_bias)
     chunk = resolve_chunk(chunk, u.shape[-1])
     return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
                                       chunk)

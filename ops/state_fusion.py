@@ -12,20 +12,9 @@ import torch.nn.functional as F
 from ._backend import resolve_backend
 from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
                        op_or_gradients)
+from ._shape_checks import check_fusion_args
 
 DILATIONS = (1, 3, 5)
-
-
-def _check_fusion_args(x, kernels, alpha):
-    if x.dim() != 4:
-        raise ValueError(f'state_fusion: x must be (batch, D, H, W), got {tuple(x.shape)}')
-    expected = (len(DILATIONS), x.shape[1], 3, 3)
-    if tuple(kernels.shape) != expected:
-        raise ValueError(f'state_fusion: kernels must be {expected} for x of '
-                         f'shape {tuple(x.shape)}, got {tuple(kernels.shape)}')
-    if tuple(alpha.shape) != (len(DILATIONS),):
-        raise ValueError(f'state_fusion: alpha must be ({len(DILATIONS)},), '
-                         f'got {tuple(alpha.shape)}')
 
 
 def state_fusion_ref(x, kernels, alpha):
@@ -33,7 +22,7 @@ def state_fusion_ref(x, kernels, alpha):
 
     Computed in the promoted dtype of the inputs (float32 for float32 states).
     """
-    _check_fusion_args(x, kernels, alpha)
+    check_fusion_args('state_fusion_ref', x, kernels, alpha)
     channels = x.shape[1]
     out = 0
     for i, dilation in enumerate(DILATIONS):
@@ -188,15 +177,14 @@ def state_fusion_torch(x, kernels, alpha):
     Also under autocast: the convolutions accumulate and return float32. The
     result is channels-last in memory, whatever the layout of x.
     """
-    _check_fusion_args(x, kernels, alpha)
+    check_fusion_args('state_fusion_torch', x, kernels, alpha)
     return StateFusionTorchFn.apply(x, kernels, alpha)
 
 
 def state_fusion(x, kernels, alpha, *, backend=None):
     """State fusion dispatched to the chosen backend; see :func:`state_fusion_ref`."""
-    _check_fusion_args(x, kernels, alpha)
     backend = resolve_backend('state_fusion', backend, x.device)
     if backend == 'triton':
         from .triton import state_fusion_triton
         return state_fusion_triton(x, kernels, alpha)
-    return StateFusionTorchFn.apply(x, kernels, alpha)
+    return state_fusion_torch(x, kernels, alpha)

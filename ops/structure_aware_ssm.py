@@ -14,30 +14,15 @@ from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
                        op_or_gradients)
 from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
                              selective_scan_ref)
-from .state_fusion import _check_fusion_args, fusion_backward, fusion_forward, state_fusion_ref
-
-
-def _check_ssm_args(u, delta, A, B, C, Dskip):
-    if u.dim() != 4:
-        raise ValueError(f'structure_aware_ssm: u must be (batch, D, H, W), '
-                         f'got {tuple(u.shape)}')
-    batch, channels, height, width = u.shape
-    state_dim = A.shape[-1]
-    expected = {'delta': (tuple(delta.shape), (batch, channels, height, width)),
-                'A': (tuple(A.shape), (channels, state_dim)),
-                'B': (tuple(B.shape), (batch, state_dim, height, width)),
-                'C': (tuple(C.shape), (batch, state_dim, height, width)),
-                'Dskip': (tuple(Dskip.shape), (channels,))}
-    for name, (got, want) in expected.items():
-        if got != want:
-            raise ValueError(f'structure_aware_ssm: {name} must be {want} for u of '
-                             f'shape {tuple(u.shape)}, got {got}')
+from ._shape_checks import check_ssm_args
+from .state_fusion import fusion_backward, fusion_forward, state_fusion_ref
 
 
 def structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
                             delta_bias=None, delta_softplus=True):
     """Reference composition of the three steps, in float32 (float64 inputs: float64)."""
-    _check_ssm_args(u, delta, A, B, C, Dskip)
+    check_ssm_args('structure_aware_ssm_ref', u, delta, A, B, C, Dskip, kernels, alpha,
+                   delta_bias)
     batch, channels, height, width = u.shape
     state_dim = A.shape[-1]
     states = selective_scan_ref(u.flatten(2), delta.flatten(2), A, B.flatten(2),
@@ -198,11 +183,8 @@ def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bi
     memory (``y.permute(0, 2, 3, 1)`` is contiguous). ``chunk``: target steps per
     scan chunk (>= 2; None: about sqrt(H*W), see ``selective_scan.default_chunk``).
     """
-    _check_ssm_args(u, delta, A, B, C, Dskip)
-    _check_fusion_args(u, kernels, alpha)
-    if delta_bias is not None and tuple(delta_bias.shape) != (u.shape[1],):
-        raise ValueError(f'structure_aware_ssm: delta_bias must be ({u.shape[1]},), '
-                         f'got {tuple(delta_bias.shape)}')
+    check_ssm_args('structure_aware_ssm_torch', u, delta, A, B, C, Dskip, kernels, alpha,
+                   delta_bias)
     chunk = resolve_chunk(chunk, u.shape[2] * u.shape[3])
     return StructureAwareSSMTorchFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,
                                           delta_bias, bool(delta_softplus), chunk)
@@ -214,7 +196,6 @@ def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
 
     See :func:`structure_aware_ssm_ref` for the definition.
     """
-    _check_ssm_args(u, delta, A, B, C, Dskip)
     backend = resolve_backend('structure_aware_ssm', backend, u.device)
     if backend == 'triton':
         from .triton import structure_aware_ssm_triton

@@ -40,6 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._shape_checks import check_scan_args
 from ._common import (SCAN_BWD_WARPS, SCAN_FWD_WARPS, check_launchable, custom_op,
                       device_guard, first_order_combine, last_along_axis1, new_output,
                       scan_blocks, sigmoid, softplus)
@@ -324,17 +325,5 @@ def selective_scan_triton(u, delta, A, B, delta_bias=None, delta_softplus=True):
     Returns:
         Tensor: (batch, D, N, L) float32 states, differentiable in every input.
     """
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f'selective_scan_triton: u and delta must be (batch, D, L) '
-                         f'of one shape, got {tuple(u.shape)} and {tuple(delta.shape)}')
-    batch, channels, length = u.shape
-    if A.dim() != 2 or A.shape[0] != channels:
-        raise ValueError(f'selective_scan_triton: A must be ({channels}, N), '
-                         f'got {tuple(A.shape)}')
-    if tuple(B.shape) != (batch, A.shape[1], length):
-        raise ValueError(f'selective_scan_triton: B must be '
-                         f'{(batch, A.shape[1], length)}, got {tuple(B.shape)}')
-    if delta_bias is not None and tuple(delta_bias.shape) != (channels,):
-        raise ValueError(f'selective_scan_triton: delta_bias must be ({channels},), '
-                         f'got {tuple(delta_bias.shape)}')
+    check_scan_args('selective_scan_triton', u, delta, A, B, delta_bias)
     return SelectiveScanTritonFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus))

@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._shape_checks import check_fusion_args
 from ._common import FUSION_WARPS, RING_WARPS, check_launchable, custom_op, \
     device_guard, fusion_blocks, new_output, ring_blocks
 
@@ -408,11 +409,5 @@ def state_fusion_triton(x, kernels, alpha):
     Returns:
         Tensor: (batch, D, H, W) in x's dtype (float32 accumulation).
     """
-    if x.dim() != 4:
-        raise ValueError(f'state_fusion_triton: x must be (batch, D, H, W), '
-                         f'got {tuple(x.shape)}')
-    if tuple(kernels.shape) != (3, x.shape[1], 3, 3) or tuple(alpha.shape) != (3,):
-        raise ValueError(f'state_fusion_triton: kernels must be (3, {x.shape[1]}, 3, 3) '
-                         f'and alpha (3,), got {tuple(kernels.shape)} and '
-                         f'{tuple(alpha.shape)}')
+    check_fusion_args('state_fusion_triton', x, kernels, alpha)
     return StateFusionTritonFn.apply(x, kernels, alpha)

@@ -45,6 +45,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._shape_checks import check_ssm_args
 from ._common import custom_op
 from .selective_scan import SelectiveScanTritonFn, scan_backward, scan_forward
 from .state_fusion import StateFusionTritonFn, fold_tap_weights, fusion_backward, \
@@ -142,27 +143,6 @@ class StructureAwareSSMTritonFn(torch.autograd.Function):
         return (*grads[:8], grads[8] if ctx.has_bias else None, None)
 
 
-def _check_args(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias):
-    if u.dim() != 4:
-        raise ValueError(f'structure_aware_ssm_triton: u must be (batch, D, H, W), '
-                         f'got {tuple(u.shape)}')
-    batch, channels, height, width = u.shape
-    state_dim = A.shape[-1] if A.dim() == 2 else -1
-    expected = {'delta': (delta, (batch, channels, height, width)),
-                'A': (A, (channels, state_dim)),
-                'B': (B, (batch, state_dim, height, width)),
-                'C': (C, (batch, state_dim, height, width)),
-                'Dskip': (Dskip, (channels,)),
-                'kernels': (kernels, (3, channels, 3, 3)),
-                'alpha': (alpha, (3,))}
-    if delta_bias is not None:
-        expected['delta_bias'] = (delta_bias, (channels,))
-    for name, (tensor, want) in expected.items():
-        if tuple(tensor.shape) != want:
-            raise ValueError(f'structure_aware_ssm_triton: {name} must be {want} for u '
-                             f'of shape {tuple(u.shape)}, got {tuple(tensor.shape)}')
-
-
 def structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
                                delta_bias=None, delta_softplus=True):
     """The SSM step on Triton kernels; see
@@ -171,7 +151,8 @@ def structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
     Returns:
         Tensor: y (batch, D, H, W) float32, differentiable in every tensor input.
     """
-    _check_args(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
+    check_ssm_args('structure_aware_ssm_triton', u, delta, A, B, C, Dskip, kernels, alpha,
+                   delta_bias)
     delta_softplus = bool(delta_softplus)
     if A.shape[1] == 1:
         return StructureAwareSSMTritonFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,

@@ -207,3 +207,18 @@ def test_shape_errors(generator):
         structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels[:, :1], alpha)
     with pytest.raises(ValueError, match='delta_bias must be'):
         structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, bias[:1])
+
+
+def test_shape_errors_name_the_entry_point(generator):
+    """The dispatcher leaves the check to the backend it picks; the message names
+    that backend's entry point, the argument and the shape it must have."""
+    u, delta, A, B, C, Dskip, kernels, alpha, bias = make_ssm_inputs(1, 2, 3, 4, 1, generator)
+    with pytest.raises(ValueError, match=r'^structure_aware_ssm_torch: Dskip must be \(2,\) '
+                                         r'for u of shape \(1, 2, 3, 4\), got \(3,\)$'):
+        structure_aware_ssm(u, delta, A, B, C, torch.ones(3), kernels, alpha)
+    with pytest.raises(ValueError, match=r'^structure_aware_ssm_ref: A must be \(D, N\) = '
+                                         r'\(2, N\), got \(2,\)$'):
+        structure_aware_ssm_ref(u, delta, A[:, 0], B, C, Dskip, kernels, alpha)
+    with pytest.raises(ValueError, match=r'^structure_aware_ssm_torch: u must be '
+                                         r'\(batch, D, H, W\), got \(2, 3, 4\)$'):
+        structure_aware_ssm(u[0], delta, A, B, C, Dskip, kernels, alpha)
