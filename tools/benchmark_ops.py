@@ -23,10 +23,17 @@ putting the repository root on ``sys.path`` inside this script only (for a
 checkout that is not ``pip install -e``'d). A failed import is an error, never
 a silent switch to the other copy.
 
+``--smoke``: every table and check at tiny shapes with two repeats, to check
+that the script itself runs (CI does, ``tests/tools/test_benchmark_ops.py``).
+Without a GPU, ``TRITON_INTERPRET=1`` then lets the CUDA tables and ``--check``
+run the Triton kernels on CPU tensors under the interpreter (timings
+meaningless, values checked as on a GPU).
+
 Usage:
     python tools/benchmark_ops.py [--ops-from-source] [--threads 1] [--chunks 32,64]
     python tools/benchmark_ops.py --device cuda [--peak-gbps 3350]
     python tools/benchmark_ops.py --device cuda --check
+    TRITON_INTERPRET=1 python tools/benchmark_ops.py --smoke [--device cuda] [--check]
 """
 import argparse
 import importlib
@@ -50,6 +57,14 @@ GPU_REGIMES = [
     ('detection 1344x800', 2, 128, 336, 200),
     ('segmentation 512x512', 8, 128, 128, 128),
 ]
+# (batch, D, H, W) of --check: a realistic size, odd sizes, H = 1, W = 1
+CHECK_SHAPES = [(2, 64, 56, 56), (1, 32, 13, 7), (2, 16, 1, 9), (1, 8, 40, 1)]
+
+# --smoke: the same tables and checks at interpreter-sized shapes
+SMOKE_SCAN_SHAPE = (2, 8, 6, 5)
+SMOKE_T_STAGES = [(8, 6, 5, 2), (16, 3, 3, 1)]
+SMOKE_GPU_REGIMES = [('smoke 6x5', 2, 4, 6, 5)]
+SMOKE_CHECK_SHAPES = [(1, 4, 6, 5), (2, 2, 1, 3)]
 
 # Peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name().
 PEAK_GBPS = [('H200', 4800.0), ('H100 PCIe', 2000.0), ('H100', 3350.0),
@@ -138,6 +153,14 @@ def time_side_by_side(fns, repeats, warmup=2):
     return [(statistics.median(t), min(t)) for t in times]
 
 
+def time_kernels(fn, repeats, warmup, device):
+    """Median milliseconds of ``fn()``: CUDA events on a GPU, wall clock on CPU
+    (the Triton interpreter of a smoke run)."""
+    if device.type == 'cuda':
+        return time_cuda(fn, repeats, warmup)
+    return time_cpu(fn, repeats, warmup)[0] * 1e3
+
+
 def time_cuda(fn, repeats, warmup=3):
     """Median milliseconds of ``fn()`` by CUDA events."""
     for _ in range(warmup):
@@ -179,9 +202,11 @@ def cpu_report(ops, args):
              f'{torch.get_num_threads()} thread(s)', '']
 
     # 1. chunked scan vs the sequential loop, side by side
-    x = ssm_inputs(2, 128, 56, 56, channels_last=False)
+    scan_shape = SMOKE_SCAN_SHAPE if args.smoke else (2, 128, 56, 56)
+    batch, channels, height, width = scan_shape
+    x = ssm_inputs(*scan_shape, channels_last=False)
     u, delta, A, B, bias = scan_args(x)
-    x_cl = ssm_inputs(2, 128, 56, 56, channels_last=True)
+    x_cl = ssm_inputs(*scan_shape, channels_last=True)
     u_cl, delta_cl, _, _, _ = scan_args(x_cl)
     with torch.no_grad():
         (ref_t, ref_min), (fast_t, fast_min), (fast_cl_t, fast_cl_min) = time_side_by_side([
@@ -189,8 +214,8 @@ def cpu_report(ops, args):
             lambda: scan_mod.selective_scan_chunked(u, delta, A, B, bias),
             lambda: scan_mod.selective_scan_chunked(u_cl, delta_cl, A, B, bias)],
             args.repeats)
-    lines += ['Selective scan, batch 2, D = 128, L = 3136, N = 1, softplus on, forward, '
-              f'{args.repeats} runs of each, alternating:', '',
+    lines += [f'Selective scan, batch {batch}, D = {channels}, L = {height * width}, N = 1, '
+              f'softplus on, forward, {args.repeats} runs of each, alternating:', '',
               '| implementation | median ms | min ms | speed-up (medians) | speed-up (minima) |',
               '|---|---|---|---|---|',
               f'| `selective_scan_ref` (sequential loop) | {ref_t * 1e3:.2f} | '
@@ -203,14 +228,16 @@ def cpu_report(ops, args):
 
     # 2. Spatial-Mamba-T stage shapes
     chunks = args.chunks or [scan_mod.CHUNK]
-    lines += ['Spatial-Mamba-T, batch 1 at 224x224, PyTorch backend, channels-last inputs '
-              '(ms per call, median of %d; x blocks = per stage):' % args.repeats, '',
+    stages = SMOKE_T_STAGES if args.smoke else T_STAGES
+    lines += [('Smoke shapes' if args.smoke else 'Spatial-Mamba-T, batch 1 at 224x224') +
+              ', PyTorch backend, channels-last inputs (ms per call, median of '
+              f'{args.repeats}; x blocks = per stage):', '',
               '| stage | D | HxW | steps/chunk | scan | fusion | fused fwd | fused fwd+bwd '
               '| fused fwd x blocks |', '|---|---|---|---|---|---|---|---|---|']
     for chunk in chunks:
         chunk_label = 'auto' if chunk is None else chunk
         total_fwd = total_fwd_bwd = 0.0
-        for stage, (channels, height, width, blocks) in enumerate(T_STAGES):
+        for stage, (channels, height, width, blocks) in enumerate(stages):
             x = ssm_inputs(1, channels, height, width)
             scan_in = scan_args(x)
             states = torch.randn(1, channels, height, width).contiguous(
@@ -236,7 +263,8 @@ def cpu_report(ops, args):
                          f'{scan_t * 1e3:.2f} | {fusion_t * 1e3:.2f} | {fused_t * 1e3:.2f} '
                          f'| {fwd_bwd_t * 1e3:.2f} | {blocks} x {fused_t * 1e3:.2f} = '
                          f'{blocks * fused_t * 1e3:.1f} |')
-        lines.append(f'| all 18 blocks | | | {chunk_label} | | | | {total_fwd_bwd * 1e3:.1f} | '
+        lines.append(f'| all {sum(s[3] for s in stages)} blocks | | | {chunk_label} | | | | '
+                     f'{total_fwd_bwd * 1e3:.1f} | '
                      f'**{total_fwd * 1e3:.1f}** |')
     lines.append('')
     return lines + backbone_share_report(ssm_mod, args)
@@ -269,7 +297,8 @@ def backbone_share_report(ssm_mod, args):
                  timed(ssm_mod.structure_aware_ssm_ref))]
     torch.manual_seed(0)
     model = SpatialMamba(arch='T').eval()
-    image = torch.randn(1, 3, 224, 224)
+    size = 64 if args.smoke else 224
+    image = torch.randn(1, 3, size, size)
     original = layer_module.structure_aware_ssm
     totals = {name: ([], []) for name, _ in variants}
     repeats = max(5, args.repeats // 2)
@@ -287,7 +316,7 @@ def backbone_share_report(ssm_mod, args):
     finally:
         layer_module.structure_aware_ssm = original
     lines = ['Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T '
-             f'forward, batch 1 at 224x224, medians of {repeats} forwards, the two '
+             f'forward, batch 1 at {size}x{size}, medians of {repeats} forwards, the two '
              'variants alternating:', '',
              '| SSM op | T forward ms | 18 SSM ops ms | share |', '|---|---|---|---|']
     for name, (forward, op) in totals.items():
@@ -327,22 +356,43 @@ def bytes_moved(x, unfused, backward):
     return total
 
 
-def peak_gbps(args):
+def kernel_device(args):
+    """The device of the CUDA tables and ``--check``: the GPU, or the CPU for a
+    smoke run under the Triton interpreter."""
+    if torch.cuda.is_available():
+        return torch.device('cuda')
+    if args.smoke and os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
+        return torch.device('cpu')
+    raise SystemExit('the CUDA tables and --check need a CUDA device (or, to check '
+                     'the script only, --smoke with TRITON_INTERPRET=1)')
+
+
+def device_label(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return 'CPU under the Triton interpreter (smoke run: timings meaningless)'
+
+
+def peak_gbps(args, device):
+    """Peak memory bandwidth, GB/s: ``--peak-gbps``, else by GPU name (None on CPU)."""
     if args.peak_gbps:
         return args.peak_gbps
-    name = torch.cuda.get_device_name()
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
     for key, value in PEAK_GBPS:
         if key in name:
             return value
     raise SystemExit(f'no peak bandwidth known for {name!r}; pass --peak-gbps')
 
 
-def cuda_report(ops, args):
+def cuda_report(ops, args, device):
     triton_ops = importlib.import_module(ops.__name__ + '.triton')
     ref = ops.structure_aware_ssm_ref
-    peak = peak_gbps(args)
-    lines = [f'### CUDA: {torch.cuda.get_device_name()}, torch {torch.__version__}, '
-             f'peak {peak:.0f} GB/s (median of {args.repeats} CUDA-event timings)', '',
+    peak = peak_gbps(args, device)
+    peak_text = f'{peak:.0f} GB/s' if peak else 'unknown'
+    lines = [f'### CUDA: {device_label(device)}, torch {torch.__version__}, '
+             f'peak {peak_text} (median of {args.repeats} timings)', '',
              'Bytes: compulsory traffic (each tensor read or written once per kernel; '
              'see `bytes_moved`). GB/s and % of peak use the fused model\'s bytes for the '
              'fused op and the unfused model\'s for the others.', '',
@@ -370,62 +420,82 @@ def cuda_report(ops, args):
              ('PyTorch chunked (torch backend)', torch_path.structure_aware_ssm_torch, True,
               args.repeats, 3),
              ('PyTorch reference (loop + 3 conv2d + readout)', ref, True, 3, 1)]
-    for name, batch, channels, height, width in GPU_REGIMES:
+    for name, batch, channels, height, width in (SMOKE_GPU_REGIMES if args.smoke
+                                                 else GPU_REGIMES):
         for dtype in (torch.float32, torch.bfloat16):
-            x = ssm_inputs(batch, channels, height, width, dtype=dtype, device='cuda')
-            xg = ssm_inputs(batch, channels, height, width, dtype=dtype, device='cuda',
+            x = ssm_inputs(batch, channels, height, width, dtype=dtype, device=device)
+            xg = ssm_inputs(batch, channels, height, width, dtype=dtype, device=device,
                             requires_grad=True)
             results = []
             for impl_name, fn, unfused, repeats, warmup in impls:
+                repeats = min(repeats, args.repeats)
                 with torch.no_grad():
-                    fwd = time_cuda(lambda: fn(*fused_args(x)), repeats, warmup)
-                fwd_bwd = time_cuda(forward_backward(fn, fused_args(xg)), repeats, warmup)
+                    fwd = time_kernels(lambda: fn(*fused_args(x)), repeats, warmup, device)
+                fwd_bwd = time_kernels(forward_backward(fn, fused_args(xg)), repeats, warmup,
+                                       device)
                 results.append((impl_name, fwd, fwd_bwd, bytes_moved(x, unfused, False)))
             ref_fwd, ref_fwd_bwd = results[-1][1], results[-1][2]
             for impl_name, fwd, fwd_bwd, moved in results:
                 gbps = moved / fwd / 1e6
+                of_peak = f'{100 * gbps / peak:.0f}%' if peak else 'n/a'
                 lines.append(f'| {name}, batch {batch} | {str(dtype)[6:]} | {impl_name} | '
                              f'{fwd:.3f} | {fwd_bwd:.3f} | {moved / 1e6:.1f} | '
-                             f'{gbps:.0f} ({100 * gbps / peak:.0f}%) | '
+                             f'{gbps:.0f} ({of_peak}) | '
                              f'{ref_fwd / fwd:.1f}x | {ref_fwd_bwd / fwd_bwd:.1f}x |')
     lines.append('')
     return lines
 
 
-def cuda_check(ops):
-    """Triton against the references on CUDA; returns the list of failures."""
+def cuda_check(ops, device, shapes):
+    """Triton against the references on ``device``, (batch, D, H, W) ``shapes``;
+    returns the list of failures."""
     triton_ops = importlib.import_module(ops.__name__ + '.triton')
     failures = []
-    # values are float32 from the same inputs; gradients come back in the input
-    # dtype (two of its ulps)
+    # The references run on float32 copies of the inputs, so their gradients are
+    # float32: called on the low-precision leaves themselves, autograd would
+    # round each use's gradient of u to the input dtype before summing them (an
+    # error of up to two ulps in the reference). The kernels' gradients come
+    # back in the input dtype (state_fusion's values too), and a low-precision
+    # output makes its gradient low-precision: each rounding is half an ulp,
+    # 2**-8 (bf16) or 2**-11 (fp16) relative, within the tolerances below.
     grad_rtol = {torch.float32: 1e-4, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
+    generator = torch.Generator(device=device).manual_seed(0)
     for dtype, rtol in grad_rtol.items():
-        for shape in [(2, 64, 56, 56), (1, 32, 13, 7), (2, 16, 1, 9), (1, 8, 40, 1)]:
+        for shape in shapes:
             for state_dim in (1, 2):
-                x = ssm_inputs(*shape, state_dim=state_dim, dtype=dtype, device='cuda',
+                x = ssm_inputs(*shape, state_dim=state_dim, dtype=dtype, device=device,
                                requires_grad=True)
+                x32 = {k: v.detach().float().requires_grad_() for k, v in x.items()}
                 cases = [
                     ('structure_aware_ssm', triton_ops.structure_aware_ssm_triton,
-                     ops.structure_aware_ssm_ref, fused_args(x)),
+                     ops.structure_aware_ssm_ref, fused_args(x), fused_args(x32)),
                     ('selective_scan',
                      lambda *a: triton_ops.selective_scan_triton(*a, True),
-                     ops.selective_scan_ref, scan_args(x)),
+                     ops.selective_scan_ref, scan_args(x), scan_args(x32)),
                     ('state_fusion', triton_ops.state_fusion_triton, ops.state_fusion_ref,
-                     (x['u'].float(), x['kernels'], x['alpha'])),
+                     (x['u'], x['kernels'], x['alpha']),
+                     (x32['u'], x32['kernels'], x32['alpha'])),
                 ]
-                for name, fast, reference, inputs in cases:
+                for name, fast, reference, inputs, inputs32 in cases:
                     label = f'{name} {str(dtype)[6:]} {shape} N={state_dim}'
-                    params = [t for t in inputs if t is not None and t.requires_grad]
-                    out, expected = fast(*inputs), reference(*inputs)
-                    grad = torch.randn_like(expected)
+                    out, expected = fast(*inputs), reference(*inputs32)
+                    # one upstream gradient, as the output's dtype holds it
+                    grad = torch.randn(expected.shape, generator=generator,
+                                       device=device).to(out.dtype)
+                    grads = torch.autograd.grad(
+                        out, [t for t in inputs if t is not None and t.requires_grad], grad)
+                    expected_grads = torch.autograd.grad(
+                        expected, [t for t in inputs32 if t is not None], grad.float())
                     pairs = [('value', out, expected)] + [
-                        (f'grad {i}', g, e) for i, (g, e) in enumerate(zip(
-                            torch.autograd.grad(out, params, grad),
-                            torch.autograd.grad(expected, params, grad)))]
+                        (f'grad {i}', g, e)
+                        for i, (g, e) in enumerate(zip(grads, expected_grads))]
                     for what, got, want in pairs:
-                        got, want = got.float(), want.float()
+                        # float32 values: tight; values in the input dtype
+                        # (state_fusion) and gradients: that dtype's rounding
+                        exact = what == 'value' and got.dtype == torch.float32
+                        tol = (1e-4, 1e-5) if exact else (rtol, 1e-4)
+                        got = got.float()
                         scale = want.abs().max().item()
-                        tol = (1e-4, 1e-5) if what == 'value' else (rtol, 1e-4)
                         ok = bool(torch.isfinite(got).all()) and torch.allclose(
                             got, want, rtol=tol[0], atol=tol[1] * scale + 1e-30)
                         status = 'ok' if ok else 'FAIL'
@@ -453,24 +523,26 @@ def main():
                         help='peak memory bandwidth, GB/s (default: by device name)')
     parser.add_argument('--check', action='store_true',
                         help='compare Triton with the references on CUDA; exit 1 on failure')
+    parser.add_argument('--smoke', action='store_true',
+                        help='tiny shapes, two repeats: check that the script runs (with '
+                             'TRITON_INTERPRET=1 the CUDA parts run on CPU)')
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = min(args.repeats, 2)
     ops = import_ops(args.ops_from_source)
     torch.set_num_threads(args.threads)
     print(f'<!-- tools/benchmark_ops.py {" ".join(sys.argv[1:])}; ops from '
           f'{os.path.dirname(ops.__file__)} -->')
     if args.check:
-        if not torch.cuda.is_available():
-            raise SystemExit('--check needs CUDA')
-        failures = cuda_check(ops)
+        failures = cuda_check(ops, kernel_device(args),
+                              SMOKE_CHECK_SHAPES if args.smoke else CHECK_SHAPES)
         print(f'{len(failures)} failure(s)' + (': ' + ', '.join(failures) if failures else ''))
         sys.exit(1 if failures else 0)
     lines = []
     if args.device in ('auto', 'cpu'):
         lines += cpu_report(ops, args)
     if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise SystemExit('--device cuda: no CUDA device')
-        lines += cuda_report(ops, args)
+        lines += cuda_report(ops, args, kernel_device(args))
     print('\n'.join(lines))
 
 
