@@ -11,15 +11,15 @@ loop over L) and the Triton kernels in ``ops/triton`` (``'triton'`` backend,
 imported only when chosen).
 """
 import math
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-from ._backend import log_message_once, resolve_backend
+from ._backend import resolve_backend
 from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
                        op_or_gradients)
 from ._shape_checks import check_scan_args
+from ._softplus import LN2, LOG2E, softplus_log2, softplus_log2_
 
 
 def _prepare_delta(delta, delta_bias, delta_softplus):
@@ -89,10 +89,6 @@ def default_chunk(length):
     14x14 and 7x7 than 64 steps.
     """
     return max(8, math.isqrt(max(length, 1)))
-
-
-_LOG2E = 1.0 / math.log(2.0)
-_LN2 = math.log(2.0)
 
 
 def resolve_chunk(chunk, length):
@@ -200,63 +196,12 @@ def linear_scan(decay, drive, chunk=CHUNK, reverse=False):
     return _scan_in_chunks(local, products, steps, reverse)[:, :length]
 
 
-@lru_cache(maxsize=1)
-def numpy_log1p_is_faster():
-    """True where PyTorch's CPU kernels run with AVX-512 and numpy imports.
-
-    There ``torch.log1p`` (and ``F.softplus``, built on it) runs a scalar loop,
-    about 9 ns per float32 (7 ms for 800k elements; 1.4 ms with the same
-    build's AVX2 kernels), while numpy's AVX-512 ``log1p`` (SVML, within 2
-    ulps) takes 0.35 ms. Elsewhere ``torch.log1p`` is vectorised and numpy's
-    is not.
-    """
-    if torch.backends.cpu.get_cpu_capability() != 'AVX512':
-        return False
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        log_message_once('log1p', 'mmspatial.ops: CPU softplus uses torch.log1p, scalar '
-                         "in PyTorch's AVX-512 kernels (numpy, faster here, is missing)")
-        return False
-    log_message_once('log1p', "mmspatial.ops: CPU softplus takes log1p from numpy "
-                     "(PyTorch's AVX-512 log1p is a scalar loop)")
-    return True
-
-
-def _log1p_(x):
-    """In place: ``x = log1p(x)``, through numpy for float32 CPU tensors where
-    that is faster (:func:`numpy_log1p_is_faster`), else ``torch.log1p_``."""
-    if x.dtype == torch.float32 and x.device.type == 'cpu' and numpy_log1p_is_faster():
-        import numpy
-        array = x.numpy()                        # shares x's memory and strides
-        numpy.log1p(array, out=array)
-        return x
-    return x.log1p_()
-
-
-def _softplus_log2_(x, scratch):
-    """In place: x = z * log2(e) on entry, softplus(z) * log2(e) on return.
-
-    ``relu(z) + log1p(exp(-|z|))`` (exact for tiny exp(-|z|)); ``scratch``: a
-    tensor shaped like x (clobbered). Matches ``F.softplus`` (threshold 20) to
-    float32 rounding, the log2 scaling of z adding a relative error below
-    |z| * 6e-8.
-    """
-    small = torch.abs(x, out=scratch).neg_().exp2_()        # exp(-|z|), in (0, 1]
-    return x.clamp_min_(0.0).add_(_log1p_(small), alpha=_LOG2E)
-
-
-def softplus_log2(z2):
-    """``softplus(z) * log2(e)`` for ``z2 = z * log2(e)`` (see :func:`_softplus_log2_`)."""
-    return _softplus_log2_(z2.clone(), torch.empty_like(z2))
-
-
 def _scaled_delta(delta, delta_bias, dtype, out):
     """(delta + bias) * log2(e) as (batch, L, D), written into ``out``."""
     delta_t = delta.to(dtype).transpose(1, 2)
     if delta_bias is None:
-        return torch.mul(delta_t, _LOG2E, out=out)
-    return torch.add(delta_bias.to(dtype) * _LOG2E, delta_t, alpha=_LOG2E, out=out)
+        return torch.mul(delta_t, LOG2E, out=out)
+    return torch.add(delta_bias.to(dtype) * LOG2E, delta_t, alpha=LOG2E, out=out)
 
 
 def _new_states(u, A, dtype):
@@ -286,7 +231,7 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, deca
     batch, channels, length = u.shape
     state_dim = A.shape[1]
     block = max(1, _BLOCK_ELEMENTS // (batch * channels))
-    B2 = (B.to(dtype) * _LN2).transpose(1, 2)                        # (b, L, N)
+    B2 = (B.to(dtype) * LN2).transpose(1, 2)                        # (b, L, N)
     A2 = A.to(dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
@@ -295,7 +240,7 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, deca
         dt2 = decay[..., 0]
         _scaled_delta(delta[:, :, start:stop], delta_bias, dtype, out=dt2)
         if delta_softplus:
-            _softplus_log2_(dt2, scratch=drive[..., 0])
+            softplus_log2_(dt2, scratch=drive[..., 0])
         u_t = u[:, :, start:stop].to(dtype).transpose(1, 2)
         if state_dim == 1:
             torch.mul(dt2, u_t, out=drive[..., 0]).mul_(B2[:, start:stop])
@@ -368,7 +313,7 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     lam = lam[:, :length]
     grad_log_decay.mul_(lam)
     u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
-    dt = dt2.mul_(_LN2)                                              # natural units
+    dt = dt2.mul_(LN2)                                              # natural units
     dt_u = torch.mul(dt, u_t)
     if state_dim == 1:                    # (b, L, D) views, no size-1 reductions
         lam, grad_log_decay = lam[..., 0], grad_log_decay[..., 0]
@@ -383,7 +328,7 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
         grad_dt = (grad_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
     grad_u = lam_b.mul_(dt)
     if delta_softplus:
-        grad_dt.mul_(z2.mul_(_LN2).sigmoid_())
+        grad_dt.mul_(z2.mul_(LN2).sigmoid_())
     grad_bias = grad_dt.sum((0, 1)) if delta_bias is not None else None
     return (grad_u.transpose(1, 2), grad_dt.transpose(1, 2), grad_A, grad_B, grad_bias)
 

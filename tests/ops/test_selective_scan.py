@@ -4,14 +4,15 @@ import importlib
 import pytest
 import torch
 
+from mmspatial.ops._softplus import softplus_log2
 from mmspatial.ops.selective_scan import (_chunking, linear_scan, selective_scan,
-                                          selective_scan_chunked, selective_scan_ref,
-                                          softplus_log2)
+                                          selective_scan_chunked, selective_scan_ref)
 
 from .conftest import DTYPES, GRAD_TOLERANCES, assert_close, make_scan_inputs
 
 # the module (the package's ``selective_scan`` attribute is the function)
 scan_module = importlib.import_module('mmspatial.ops.selective_scan')
+softplus_module = importlib.import_module('mmspatial.ops._softplus')
 
 # (batch, D, L, N, chunk): L = 1, L below / equal to / not a multiple of the
 # chunk, D = 1, N > 1, several carry levels (L / chunk**2 > 1)
@@ -119,9 +120,9 @@ def test_extreme_step_sizes(regime, generator):
 @pytest.mark.parametrize('numpy_log1p', [True, False], ids=['numpy-log1p', 'torch-log1p'])
 def test_extreme_softplus_arguments(numpy_log1p, monkeypatch, generator):
     """delta + bias from -60 to 60: softplus from ~1e-26 to 60."""
-    if numpy_log1p and not scan_module.numpy_log1p_is_faster():
+    if numpy_log1p and not softplus_module.numpy_log1p_is_faster():
         pytest.skip('numpy log1p is used only where torch CPU kernels run AVX-512')
-    monkeypatch.setattr(scan_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
+    monkeypatch.setattr(softplus_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
     u, _, A, B, _ = make_scan_inputs(2, 3, 500, 1, generator=generator)
     delta = torch.linspace(-60, 60, 500).expand(2, 3, 500)
     assert_close(selective_scan_chunked(u, delta, A, B),
@@ -131,9 +132,9 @@ def test_extreme_softplus_arguments(numpy_log1p, monkeypatch, generator):
 @pytest.mark.parametrize('numpy_log1p', [True, False], ids=['numpy-log1p', 'torch-log1p'])
 def test_softplus_log2_matches_softplus(numpy_log1p, monkeypatch):
     """Both log1p implementations (numpy's where PyTorch's CPU one is scalar)."""
-    if numpy_log1p and not scan_module.numpy_log1p_is_faster():
+    if numpy_log1p and not softplus_module.numpy_log1p_is_faster():
         pytest.skip('numpy log1p is used only where torch CPU kernels run AVX-512')
-    monkeypatch.setattr(scan_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
+    monkeypatch.setattr(softplus_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
     z = torch.cat([torch.linspace(-80, 80, 100001), torch.randn(10000) * 5,
                    torch.tensor([0.0, 20.0, 20.5, -20.0, 1e-8, -1e-8])])
     expected = torch.nn.functional.softplus(z.double())
