@@ -12,9 +12,9 @@ import torch
 from ._backend import resolve_backend
 from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
                        op_or_gradients)
+from ._shape_checks import check_ssm_args
 from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
                              selective_scan_ref)
-from ._shape_checks import check_ssm_args
 from .state_fusion import fusion_backward, fusion_forward, state_fusion_ref
 
 
@@ -42,40 +42,40 @@ def _per_state(kernels, state_dim):
     return kernels.repeat_interleave(state_dim, dim=1) if state_dim > 1 else kernels
 
 
-def _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
-                 chunk, keep_fused=False):
-    """y (batch, D, H, W), channels-last in memory, in the compute dtype (no autograd).
-
-    Also returns the states and the fused states, (batch, D*N, H, W) channels-last:
-    the scan produces (batch, L, D, N), which the fusion and the readout then
-    use without a transpose. Unless ``keep_fused``, y may be computed in place
-    of the fused states (N = 1), which are then returned overwritten.
-    """
+def _fused_states(u, delta, A, B, kernels, alpha, delta_bias, delta_softplus, chunk):
+    """The states and the fused states, (batch, D*N, H, W) each, channels-last, in
+    the compute dtype (no autograd): the scan produces (batch, L, D, N), which
+    the fusion and the readout then use without a transpose."""
     batch, channels, height, width = u.shape
     state_dim = A.shape[1]
     states = _scan_states(u.flatten(2), delta.flatten(2), A, B.flatten(2), delta_bias,
                           delta_softplus, chunk)
-    dtype = states.dtype
     # (batch, D*N, H, W) view of the (batch, L, D, N) memory, built from that memory
     # so that size-1 dimensions get canonical strides: PyTorch's padding and
     # convolution only take their channels-last kernels for those
     states = states.permute(0, 3, 1, 2).reshape(batch, height, width, channels * state_dim)
     states = states.permute(0, 3, 1, 2)
-    fused = fusion_forward(states, _per_state(kernels, state_dim), alpha)
+    return states, fusion_forward(states, _per_state(kernels, state_dim), alpha)
+
+
+def _readout_(fused, u, C, Dskip):
+    """y = sum_n C[n] * fused[n] + Dskip * u, (batch, D, H, W) channels-last in the
+    dtype of ``fused``; computed in place of ``fused`` when N = 1 (which it
+    then overwrites)."""
+    dtype = fused.dtype
+    channels, state_dim = u.shape[1], C.shape[1]
     C = C.to(dtype)
-    if state_dim == 1 and not keep_fused and \
-            fused.is_contiguous(memory_format=torch.channels_last):
+    if state_dim == 1 and fused.is_contiguous(memory_format=torch.channels_last):
         out = fused.mul_(C)              # one fresh (batch, D, H, W) buffer fewer
-    elif state_dim == 1:
-        out = torch.empty(u.shape, dtype=dtype, device=u.device,
-                          memory_format=torch.channels_last)
-        torch.mul(fused, C, out=out)
     else:
         out = torch.empty(u.shape, dtype=dtype, device=u.device,
                           memory_format=torch.channels_last)
-        torch.sum(fused.unflatten(1, (channels, state_dim)) * C[:, None], dim=2, out=out)
-    out.addcmul_(u.to(dtype), Dskip.to(dtype)[:, None, None])
-    return out, states, fused
+        if state_dim == 1:
+            torch.mul(fused, C, out=out)
+        else:
+            torch.sum(fused.unflatten(1, (channels, state_dim)) * C[:, None], dim=2,
+                      out=out)
+    return out.addcmul_(u.to(dtype), Dskip.to(dtype)[:, None, None])
 
 
 def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
@@ -88,8 +88,8 @@ def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
     """
     batch, channels, height, width = u.shape
     state_dim = A.shape[1]
-    _, states, fused = _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha,
-                                    delta_bias, delta_softplus, chunk, keep_fused=True)
+    states, fused = _fused_states(u, delta, A, B, kernels, alpha, delta_bias,
+                                  delta_softplus, chunk)
     dtype = states.dtype
     grad = grad.to(dtype)
     C, Dskip, u_c = C.to(dtype), Dskip.to(dtype), u.to(dtype)
@@ -123,8 +123,9 @@ def _ssm_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.
                 alpha: torch.Tensor, delta_bias: torch.Tensor | None,
                 delta_softplus: bool, chunk: int) -> torch.Tensor:
     with no_autocast(u.device):
-        return _ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                            delta_softplus, chunk)[0]
+        _, fused = _fused_states(u, delta, A, B, kernels, alpha, delta_bias,
+                                 delta_softplus, chunk)
+        return _readout_(fused, u, C, Dskip)
 
 
 def _ssm_bwd_fake(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
