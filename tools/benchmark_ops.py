@@ -356,12 +356,13 @@ def bytes_moved(x, unfused, backward):
     return total
 
 
-def kernel_device(args):
+def kernel_device(ops, args):
     """The device of the CUDA tables and ``--check``: the GPU, or the CPU for a
     smoke run under the Triton interpreter."""
     if torch.cuda.is_available():
         return torch.device('cuda')
-    if args.smoke and os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
+    backend = importlib.import_module(ops.__name__ + '._backend')
+    if args.smoke and backend.triton_interpreter_enabled():
         return torch.device('cpu')
     raise SystemExit('the CUDA tables and --check need a CUDA device (or, to check '
                      'the script only, --smoke with TRITON_INTERPRET=1)')
@@ -534,7 +535,7 @@ def main():
     print(f'<!-- tools/benchmark_ops.py {" ".join(sys.argv[1:])}; ops from '
           f'{os.path.dirname(ops.__file__)} -->')
     if args.check:
-        failures = cuda_check(ops, kernel_device(args),
+        failures = cuda_check(ops, kernel_device(ops, args),
                               SMOKE_CHECK_SHAPES if args.smoke else CHECK_SHAPES)
         print(f'{len(failures)} failure(s)' + (': ' + ', '.join(failures) if failures else ''))
         sys.exit(1 if failures else 0)
@@ -542,7 +543,7 @@ def main():
     if args.device in ('auto', 'cpu'):
         lines += cpu_report(ops, args)
     if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
-        lines += cuda_report(ops, args, kernel_device(args))
+        lines += cuda_report(ops, args, kernel_device(ops, args))
     print('\n'.join(lines))
 
 
