@@ -34,8 +34,9 @@ Usage (from the repository root)::
 Measured on a shared 2-core CPU (torch 2.14, no GPU), default settings:
 detection 200 iterations in 12.3 minutes, val box mAP 0.0 -> 17.8 and mask
 mAP 0.0 -> 16.1 (untrained -> trained); segmentation 300 iterations of 128 px
-crops in 8.0 minutes, val mIoU 2.4 -> 20.2 (runs vary by about 3 points). A busier machine makes the budget
-stop the training earlier (``stopped_early`` in the summary) with lower scores.
+crops in 8.0 minutes, val mIoU 2.4 -> 20.2 (runs vary by about 3 points). A
+busier machine makes the budget stop the training earlier (``stopped_early``
+in the summary) with lower scores.
 """
 import argparse
 import json
