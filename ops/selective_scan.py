@@ -5,7 +5,7 @@
 Shapes: u, delta (batch, D, L); A (D, N); B (batch, N, L); states (batch, D, N, L).
 
 Three implementations: :func:`selective_scan_ref` (one step at a time, the
-specification), :func:`selective_scan_chunked` (the ``'torch'`` backend: all
+specification), :func:`selective_scan_torch` (the ``'torch'`` backend: all
 chunks of the sequence advance in lockstep, then one carry per chunk; no Python
 loop over L) and the Triton kernels in ``ops/triton`` (``'triton'`` backend,
 imported only when chosen).
@@ -75,7 +75,7 @@ def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
 # log2(e) folds into delta and its bias, ln(2) into B.
 
 CHUNK = None
-"""Default ``chunk`` of :func:`selective_scan_chunked`: ``None`` picks
+"""Default ``chunk`` of :func:`selective_scan_torch`: ``None`` picks
 :func:`default_chunk` of the sequence length."""
 
 
@@ -180,7 +180,7 @@ def _padded_operands(shape, steps, dtype, device):
     return drive, decay
 
 
-def linear_scan(decay, drive, chunk=CHUNK, reverse=False):
+def _linear_scan(decay, drive, chunk=CHUNK, reverse=False):
     """All states of ``x_t = decay_t * x_{t-1} + drive_t`` along dim 1, ``x_{-1} = 0``
     (``reverse``: ``x_t = decay_t * x_{t+1} + drive_t``, ``x_L = 0``).
 
@@ -394,7 +394,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
 
 
-def selective_scan_chunked(u, delta, A, B, delta_bias=None, delta_softplus=True,
+def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
                            chunk=CHUNK):
     """The scan of :func:`selective_scan_ref`, chunked: no Python loop over L.
 
@@ -404,7 +404,7 @@ def selective_scan_chunked(u, delta, A, B, delta_bias=None, delta_softplus=True,
     hand-written backward (the adjoint scan, same algorithm). Runs on any device
     (CPU: the ``'torch'`` backend).
     """
-    check_scan_args('selective_scan_chunked', u, delta, A, B, delta_bias)
+    check_scan_args('selective_scan_torch', u, delta, A, B, delta_bias)
     chunk = resolve_chunk(chunk, u.shape[-1])
     return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
                                       chunk)
@@ -420,4 +420,4 @@ def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
     if backend == 'triton':
         from .triton import selective_scan_triton
         return selective_scan_triton(u, delta, A, B, delta_bias, delta_softplus)
-    return selective_scan_chunked(u, delta, A, B, delta_bias, delta_softplus)
+    return selective_scan_torch(u, delta, A, B, delta_bias, delta_softplus)

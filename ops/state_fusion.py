@@ -33,21 +33,6 @@ def state_fusion_ref(x, kernels, alpha):
     return out
 
 
-def fold_fusion_kernel(kernels, alpha):
-    """The three kernels and alphas as one (D, 11, 11) depthwise kernel.
-
-    Exact, borders included: replicate padding clamps indices, so a folded
-    11x11 stencil with replicate padding 5 gives the same sums.
-    """
-    folded = kernels.new_zeros(kernels.shape[1], 11, 11)
-    for i, dilation in enumerate(DILATIONS):
-        for ky in range(3):
-            for kx in range(3):
-                folded[:, 5 + (ky - 1) * dilation, 5 + (kx - 1) * dilation] += \
-                    alpha[i] * kernels[i, :, ky, kx]
-    return folded
-
-
 # ----------------------------------------------------------------- PyTorch path
 
 def _channels_last(x):

@@ -1,43 +1,65 @@
-"""Pieces shared by the Triton operators: jit helpers, block sizes, op registration.
+"""Pieces shared by the Triton operators: launch settings, traffic account, jit helpers.
 
-Block sizes are chosen per call by the ``*_blocks`` functions below; tests shrink
-them with :func:`override_config` so that partial blocks and multi-chunk carries
-occur at the small shapes the Triton interpreter can afford.
+Layout. Every kernel addresses its (batch, L, D) operands through three strides
+(batch, position, channel), so channels-last tensors, the layer's own layout,
+are read and written in place: a program's tile is BLOCK_P positions by
+BLOCK_D channels, and with a channel stride of 1 (Triton specialises it) each
+row of the tile is one vector load. Plain (batch, D, L) tensors work as well,
+with scalar loads.
+
+Settings. Block sizes and warps are read from :data:`_config` at every call, so
+tests shrink them (partial tiles and many chunks at interpreter-sized shapes)
+and the benchmark sweeps them with :func:`override_config`.
+
+Traffic. Each launch goes through :func:`launch`, which names the tensors the
+kernel reads and writes; inside :func:`record_traffic` their sizes are summed
+per launch (the bytes of each tensor once, what a kernel must move at least).
 """
 import contextlib
-from functools import lru_cache
 
 import torch
 import triton
 import triton.language as tl
 
-NAMESPACE = 'mmspatial'
-
-# ``None`` means: choose from the problem size (see the ``*_blocks`` functions).
+# Launch settings; a sweep or a test changes them with ``override_config``.
 _DEFAULT_CONFIG = dict(
-    scan_block_l=None,      # time steps per chunk of the scan (power of two)
-    scan_block_d=None,      # channels per scan program (power of two)
-    fusion_block_p=None,    # pixels per fusion tile (power of two)
-    fusion_block_d=None,    # channels per fusion tile (power of two)
-    ring_block_r=None,      # border pixels per program of the border kernel
-    ring_block_d=None,      # channels per program of the border kernel
+    scan_block_l=64,        # time steps per scan chunk (power of two)
+    scan_block_d=32,        # channels per scan program (power of two)
+    scan_block_c=64,        # chunks per step of the carry pass (power of two)
+    scan_fwd_warps=4,
+    scan_bwd_warps=8,
+    fusion_block_p=64,      # pixels per stencil tile (power of two)
+    fusion_block_d=32,      # channels per stencil tile (power of two)
+    fusion_fwd_warps=4,
+    fusion_bwd_block_p=128,  # pixels per backward stencil tile: fewer weight partials
+    fusion_bwd_warps=8,
+    ring_block_r=4,         # border pixels per program of the border kernel
+    ring_block_d=32,        # channels per program of the border kernel
+    ring_warps=4,
     poison_outputs=False,   # fill outputs with NaN before launch (tests: unwritten
-                            # elements then show up as NaN instead of stale zeros)
+                            # elements then show up as NaN instead of stale values)
 )
 _config = dict(_DEFAULT_CONFIG)
+_POWER_OF_TWO_KEYS = tuple(k for k in _DEFAULT_CONFIG if '_block_' in k)
+
+
+def config():
+    """The launch settings in force (a copy)."""
+    return dict(_config)
 
 
 @contextlib.contextmanager
 def override_config(**overrides):
-    """Temporarily set block sizes (or ``poison_outputs``); for tests and tuning."""
+    """Temporarily change launch settings (block sizes, warps, ``poison_outputs``)."""
     unknown = set(overrides) - set(_DEFAULT_CONFIG)
     if unknown:
         raise KeyError(f'unknown Triton op settings {sorted(unknown)}; '
                        f'known: {sorted(_DEFAULT_CONFIG)}')
     for key, value in overrides.items():
-        if key.startswith(('scan_block', 'fusion_block', 'ring_block')) and \
-                value is not None and (value < 1 or value & (value - 1)):
+        if key in _POWER_OF_TWO_KEYS and (value < 1 or value & (value - 1)):
             raise ValueError(f'{key} must be a power of two, got {value}')
+        if key.endswith('_warps') and value not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f'{key} must be a power of two up to 32, got {value}')
     saved = dict(_config)
     _config.update(overrides)
     try:
@@ -47,6 +69,11 @@ def override_config(**overrides):
         _config.update(saved)
 
 
+def block(key, extent):
+    """The setting ``key``, capped at the next power of two of ``extent``."""
+    return min(_config[key], triton.next_power_of_2(max(int(extent), 1)))
+
+
 def new_output(shape, dtype, device):
     """``torch.empty``, or NaN-filled when ``poison_outputs`` is set."""
     if _config['poison_outputs']:
@@ -54,57 +81,54 @@ def new_output(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=None)
-def _sm_count(device_index):
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def poison(tensor):
+    """``tensor`` NaN-filled when ``poison_outputs`` is set (for outputs made elsewhere)."""
+    if _config['poison_outputs'] and tensor.is_floating_point():
+        tensor.fill_(float('nan'))
+    return tensor
 
 
-def _programs_wanted(device):
-    """Programs that keep every multiprocessor busy (a few per SM)."""
-    if device.type != 'cuda':
-        return 1
-    return 4 * _sm_count(device.index if device.index is not None
-                         else torch.cuda.current_device())
+# ------------------------------------------------------------------- traffic account
+
+_traffic_log = None
+_dry_run = False
 
 
-# Tile sizes: elements per program (BLOCK_D x BLOCK_L or BLOCK_D x BLOCK_P) and warps,
-# chosen from ptxas' report for sm_90 (registers, no spills; see the notes in the
-# NOTES.md beside this file): the backward scan holds ~12 live float32 tiles, so it
-# gets 8 warps for 1024 elements; the 25-tap stencils keep many gathers in
-# flight and spill above ~4 elements per thread.
-SCAN_TILE, SCAN_FWD_WARPS, SCAN_BWD_WARPS = 1024, 4, 8
-FUSION_TILE, FUSION_WARPS = 512, 4
-RING_WARPS = 4
+@contextlib.contextmanager
+def record_traffic(dry_run=False):
+    """Record every launch inside the block: yields a list of
+    ``(kernel name, bytes read, bytes written)``, filled as kernels launch.
+
+    ``dry_run``: launch nothing. With tensors on the ``meta`` device the ops
+    then run their glue only, so the traffic of any size is counted on a CPU.
+    """
+    global _traffic_log, _dry_run
+    saved = _traffic_log, _dry_run
+    _traffic_log, _dry_run = [], dry_run
+    try:
+        yield _traffic_log
+    finally:
+        _traffic_log, _dry_run = saved
 
 
-def scan_blocks(batch, channels, state_dim, length, device):
-    """(BLOCK_D, BLOCK_L) of the scan: SCAN_TILE elements a chunk, enough programs."""
-    block_l = _config['scan_block_l'] or min(triton.next_power_of_2(length), SCAN_TILE)
-    block_d = _config['scan_block_d']
-    if block_d is None:
-        block_d = min(max(1, SCAN_TILE // block_l), triton.next_power_of_2(channels))
-        wanted = _programs_wanted(device)
-        while block_d > 1 and \
-                batch * state_dim * triton.cdiv(channels, block_d) < wanted:
-            block_d //= 2
-    return block_d, block_l
+def _nbytes(tensors):
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def fusion_blocks(channels, length):
-    """(BLOCK_D, BLOCK_P) of the fusion tiles: FUSION_TILE elements a tile."""
-    block_p = _config['fusion_block_p'] or min(triton.next_power_of_2(length),
-                                               FUSION_TILE // 2)
-    block_d = _config['fusion_block_d'] or min(
-        max(1, FUSION_TILE // block_p), triton.next_power_of_2(channels))
-    return block_d, block_p
+def launch(kernel, grid, *args, reads=(), writes=(), **meta):
+    """``kernel[grid](*args, **meta)`` on the tensors' device, traffic recorded."""
+    if _traffic_log is not None:
+        _traffic_log.append((kernel.fn.__name__ if hasattr(kernel, 'fn') else str(kernel),
+                             _nbytes(reads), _nbytes(writes)))
+    if _dry_run:
+        return
+    device = next(t.device for t in args if torch.is_tensor(t))
+    guard = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
+    with guard:
+        kernel[grid](*args, **meta)
 
 
-def ring_blocks(channels, ring_length):
-    """(BLOCK_D, BLOCK_R) of the border-ring kernel of the fusion backward."""
-    block_r = _config['ring_block_r'] or min(triton.next_power_of_2(ring_length), 128)
-    block_d = _config['ring_block_d'] or min(triton.next_power_of_2(channels), 8)
-    return block_d, block_r
-
+# ------------------------------------------------------------------------ checks
 
 def is_interpreted(kernel):
     """True when ``kernel`` was built for the Triton interpreter (TRITON_INTERPRET=1
@@ -119,7 +143,8 @@ def check_launchable(op_name, kernel, *tensors):
     if len(devices) != 1:
         raise ValueError(f'{op_name}: all tensors must be on one device, got {devices}')
     device = devices.pop()
-    if device.type == 'cuda' or is_interpreted(kernel):
+    if device.type == 'cuda' or is_interpreted(kernel) or (_dry_run and
+                                                           device.type == 'meta'):
         return device
     raise RuntimeError(
         f'{op_name}: the Triton kernels run CUDA tensors, or CPU tensors when '
@@ -127,30 +152,23 @@ def check_launchable(op_name, kernel, *tensors):
         f'got {device.type} tensors and compiled kernels')
 
 
-def device_guard(device):
-    """Launch on the tensors' GPU, not the current one."""
-    if device.type == 'cuda':
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
+def sequence_view(t, height_width=None):
+    """(batch, L, C) view of a (batch, C, L) or (batch, C, H, W) tensor, no copy when
+    its H and W dimensions can be merged (true of contiguous and channels-last
+    tensors; other layouts are copied once, channels-last)."""
+    if t.dim() == 4:
+        if t.shape[2] > 1 and t.shape[3] > 1 and t.stride(2) != t.shape[3] * t.stride(3):
+            t = t.contiguous(memory_format=torch.channels_last)
+        t = t.flatten(2)
+    return t.transpose(1, 2)
 
 
-def custom_op(name, fake):
-    """Register ``fn`` as ``torch.ops.mmspatial.<name>`` with a fake (meta) kernel.
+def strides(t):
+    """The three strides of a (batch, L, C) view: batch, position, channel."""
+    return t.stride(0), t.stride(1), t.stride(2)
 
-    ``torch.compile`` treats the op as opaque and traces shapes through ``fake``.
-    When the op already exists (this package imported under two module names,
-    ``ops`` and ``mmspatial.ops``, or reloaded) the existing op is returned.
-    """
-    def register(fn):
-        try:
-            return getattr(getattr(torch.ops, NAMESPACE), name)
-        except (AttributeError, RuntimeError):
-            pass
-        op = torch.library.custom_op(f'{NAMESPACE}::{name}', mutates_args=())(fn)
-        op.register_fake(fake)
-        return op
-    return register
 
+# -------------------------------------------------------------------- jit helpers
 
 @triton.jit
 def first_order_combine(decay_1, value_1, decay_2, value_2):
@@ -177,6 +195,6 @@ def sigmoid(z):
 
 
 @triton.jit
-def last_along_axis1(values, idx, BLOCK: tl.constexpr):
-    """values[:, BLOCK - 1] of a (rows, BLOCK) tile, as a (rows,) vector."""
-    return tl.sum(tl.where(idx[None, :] == BLOCK - 1, values, 0.0), axis=1)
+def row_of(values, idx, ROW: tl.constexpr):
+    """values[ROW, :] of a (rows, cols) tile, as a (cols,) vector (idx: arange of rows)."""
+    return tl.sum(tl.where(idx[:, None] == ROW, values, 0.0), axis=0)

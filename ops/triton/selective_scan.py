@@ -1,58 +1,53 @@
-"""Triton selective scan: chunked parallel scan forward, reversed adjoint scan backward.
+"""Triton selective scan, parallel over batch, channels and the sequence.
 
     x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    x_{-1} = 0
 
-Shapes: u, delta (batch, D, L); A (D, N); B (batch, N, L); states (batch, D, N, L) float32.
+Operands are (batch, L, D) views (see ``_common.sequence_view``): u, delta and
+the gradients in the caller's layout, states (batch, L, D, N) float32.
 
-Kernel design. One program per (batch, block of BLOCK_D channels, state index n)
-walks the sequence in chunks of BLOCK_L steps. Inside a chunk the affine maps
-x -> a_t x + b_t are composed with ``tl.associative_scan`` (combine
-(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)); the state carried in from the previous
-chunk is then added as ``prefix_decay * carry``. All arithmetic is float32,
-whatever the input dtype (u, delta, B are read in their own dtype).
+Three launches, each parallel over (chunk of BLOCK_L steps, block of BLOCK_D
+channels, batch x N):
 
-The backward runs the adjoint recurrence in reverse,
-``lam_t = g_t + exp(delta_{t+1} A) lam_{t+1}``, with the same scan over chunks
-read back to front (a chunk is loaded with descending indices, so the ordinary
-forward scan runs backwards in time). From lam and the saved state x_{t-1}:
+1. ``_scan_chunk_kernel`` (summary): each chunk composes its affine maps
+   x -> a_t x + b_t with ``tl.associative_scan`` along the sequence axis of its
+   (BLOCK_L, BLOCK_D) tile and writes only the composition: the decay product
+   and the end state from a zero start, (batch*N, chunks, D) each;
+2. ``_scan_carry_kernel``: one program per (channel block, batch x n) scans the
+   chunk summaries, BLOCK_C chunks per step, into the true end state of every
+   chunk (L / BLOCK_L / BLOCK_C steps: 11 at detection stage 1);
+3. ``_scan_chunk_kernel`` (final): each chunk scans again and adds
+   ``decay product * end state of the previous chunk``, writing the states.
 
-    g_u = lam delta B,  g_B = sum_d lam delta u,  g_delta = lam (x_{t-1} A a_t + B u),
-    g_A = sum_{b,t} lam x_{t-1} delta a_t,  then softplus' chain rule and g_bias.
+The backward is the same three launches on the adjoint recurrence
+``lam_t = g_t + a_{t+1} lam_{t+1}``, run backwards in time by
+``associative_scan(reverse=True)`` over tiles loaded in ascending address
+order; its final pass also forms every gradient:
 
-Reductions over channels (g_B) are summed in registers over the program's
-BLOCK_D channels and the per-block partials (batch, D/BLOCK_D, N, L) summed by
-PyTorch; reductions over batch and time (g_A, g_bias) leave per-(batch, n)
-partials. Nothing uses atomics: results are deterministic.
+    g_u = lam dt B,  g_B = sum_d lam dt u,  g_dt = lam (x_{t-1} A a_t + B u),
+    g_A = sum_{b,t} lam x_{t-1} dt a_t,  then softplus' chain rule and g_bias.
 
-Memory traffic per element of (batch, D, L), N = 1, s = bytes of the input dtype:
-forward reads u, delta (2s) and writes the float32 state (4): 2s + 4 bytes.
-Backward reads g_states (4), x_{t-1} (4), u, delta (2s), writes g_u, g_delta (2s)
-and 4/BLOCK_D of g_B partials: 8 + 4s (+ 4/BLOCK_D) bytes. B (batch, N, L) is
-shared by all channels and stays in cache. The shifted reads (delta_{t+1},
-x_{t-1}) hit the lines of the same chunk.
-
-For N > 1 each n gets its own programs; their g_u, g_delta contributions go to
-float32 buffers (batch, N, D, L) that PyTorch sums over n.
+Reductions over channels (g_B) leave one partial per channel block, reductions
+over batch and time (g_A, g_bias, g_Dskip) one per chunk; PyTorch sums them.
+No atomics: results are deterministic. All arithmetic is float32.
 """
-from typing import Optional, Tuple
-
 import torch
 import triton
 import triton.language as tl
 
+from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ._common import (SCAN_BWD_WARPS, SCAN_FWD_WARPS, check_launchable, custom_op,
-                      device_guard, first_order_combine, last_along_axis1, new_output,
-                      scan_blocks, sigmoid, softplus)
+from ._common import (block, check_launchable, first_order_combine, launch, new_output,
+                      row_of, sequence_view, sigmoid, softplus, strides)
+from ._common import _config as config
 
 
 @triton.jit
-def _load_delta(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr):
+def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
+               SOFTPLUS: tl.constexpr):
     """(z, dt): delta + bias before softplus, and the step size actually used."""
     z = tl.load(delta_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        z = z + bias[:, None]
+        z = z + bias[None, :]
     dt = z
     if SOFTPLUS:
         dt = softplus(z)
@@ -60,270 +55,359 @@ def _load_delta(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, x_ptr,
-                     D, N, L,
-                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    pid_d = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
+def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_ptr,
+                       x_ptr, L, D, N, n_chunks,
+                       su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
+                       sx_b, sx_l, sx_d, sx_n,
+                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                       FINAL: tl.constexpr,
+                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Summary pass (FINAL false): write each chunk's decay product and end
+    state from a zero start. Final pass: the states, from the chunk carries
+    that ``_scan_carry_kernel`` left in ``end_ptr``."""
+    pid_c = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_bn = tl.program_id(2)
+    b = (pid_bn // N).to(tl.int64)
+    n = pid_bn % N
     idx = tl.arange(0, BLOCK_L)
-    in_row = (pid_b * D + offs_d).to(tl.int64) * L                  # u, delta
-    b_row = (pid_b * N + pid_n).to(tl.int64) * L                     # B
-    x_row = ((pid_b * D + offs_d) * N + pid_n).to(tl.int64) * L      # states
-    A = tl.load(A_ptr + offs_d * N + pid_n, mask=mask_d, other=0.0)
+    offs_l = pid_c * BLOCK_L + idx
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_l = offs_l < L
+    mask_d = offs_d < D
+    mask = mask_l[:, None] & mask_d[None, :]
+    pos = offs_l.to(tl.int64)
+    A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
-    carry = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for start in range(0, L, BLOCK_L):
-        offs_l = start + idx
-        mask_l = offs_l < L
-        mask = mask_d[:, None] & mask_l[None, :]
-        _, dt = _load_delta(delta_ptr, in_row[:, None] + offs_l[None, :], mask, bias,
-                            HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_ptr + in_row[:, None] + offs_l[None, :], mask=mask,
-                    other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + b_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
-        decay = tl.where(mask, tl.exp(dt * A[:, None]), 1.0)
-        drive = tl.where(mask, dt * u * Bt[None, :], 0.0)
-        decay, x = tl.associative_scan((decay, drive), 1, first_order_combine)
-        x = x + decay * carry[:, None]
-        tl.store(x_ptr + x_row[:, None] + offs_l[None, :], x, mask=mask)
-        carry = last_along_axis1(x, idx, BLOCK_L)
+    _, dt = _step_size(delta_ptr + b * sd_b, pos[:, None] * sd_l + offs_d[None, :] * sd_d,
+                       mask, bias, HAS_BIAS, SOFTPLUS)
+    u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
+                mask=mask, other=0.0).to(tl.float32)
+    Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
+                 other=0.0).to(tl.float32)
+    decay = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+    drive = tl.where(mask, dt * u * Bt[:, None], 0.0)
+    decay, x = tl.associative_scan((decay, drive), 0, first_order_combine)
+    summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    if FINAL:
+        carry = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
+        x = x + decay * carry[None, :]
+        tl.store(x_ptr + b * sx_b + n * sx_n + pos[:, None] * sx_l + offs_d[None, :] * sx_d,
+                 x, mask=mask)
+    else:
+        tl.store(decay_ptr + summary, row_of(decay, idx, BLOCK_L - 1), mask=mask_d)
+        tl.store(end_ptr + summary, row_of(x, idx, BLOCK_L - 1), mask=mask_d)
 
 
 @triton.jit
-def _scan_bwd_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr,
-                     gy_ptr, dskip_ptr,
-                     gu_ptr, gdelta_ptr, gB_ptr, gA_ptr, gbias_ptr, gdskip_ptr,
-                     D, N, L, n_dblocks,
-                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                     HAS_SKIP: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Adjoint scan. With HAS_SKIP (fused op, N = 1) also the ``Dskip * u`` term:
-    g_u += Dskip g_y and per-batch partials of g_Dskip = sum_t g_y u."""
+def _scan_carry_kernel(decay_ptr, end_ptr, D, n_chunks, REVERSE: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Chunk summaries -> the state at each chunk's end (its start when REVERSE),
+    in place of ``end_ptr``: ``end_c += decay_c * end_{c-1}`` in time order."""
     pid_d = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_bn = tl.program_id(1)
+    idx = tl.arange(0, BLOCK_C)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
+    base = pid_bn.to(tl.int64) * n_chunks * D
+    carry = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for start in range(0, n_chunks, BLOCK_C):
+        # chunks in the order of the recurrence: backwards in time when REVERSE
+        offs_c = start + idx
+        if REVERSE:
+            offs_c = n_chunks - 1 - offs_c
+        mask_c = (offs_c >= 0) & (offs_c < n_chunks)
+        mask = mask_c[:, None] & mask_d[None, :]
+        offs = base + offs_c.to(tl.int64)[:, None] * D + offs_d[None, :]
+        decay = tl.load(decay_ptr + offs, mask=mask, other=1.0)
+        end = tl.load(end_ptr + offs, mask=mask, other=0.0)
+        decay, end = tl.associative_scan((decay, end), 0, first_order_combine)
+        end = end + decay * carry[None, :]
+        tl.store(end_ptr + offs, end, mask=mask)
+        carry = row_of(end, idx, BLOCK_C - 1)
+
+
+@triton.jit
+def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr,
+                           gy_ptr, dskip_ptr, decay_ptr, start_ptr,
+                           gu_ptr, gdelta_ptr, gB_ptr, gA_ptr, gbias_ptr, gdskip_ptr,
+                           L, D, N, n_chunks, n_dblocks,
+                           sg_b, sg_l, sg_d, sg_n, sx_b, sx_l, sx_d, sx_n,
+                           su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
+                           sy_b, sy_l, sy_d, sgu_b, sgu_l, sgu_d, sgd_b, sgd_l, sgd_d,
+                           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                           HAS_SKIP: tl.constexpr, FINAL: tl.constexpr,
+                           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Adjoint scan over one chunk. Summary pass: the chunk's decay product and
+    its adjoint at the chunk start from a zero carry. Final pass: the adjoints
+    from the carries of ``_scan_carry_kernel`` and every gradient; with HAS_SKIP
+    (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
+    ``g_Dskip = sum_t g_y u``. For N > 1 ``gu_ptr``/``gdelta_ptr`` hold one
+    float32 slice per n (``pid_bn`` rows of (batch*N, L, D))."""
+    pid_c = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_bn = tl.program_id(2)
+    b = (pid_bn // N).to(tl.int64)
+    n = pid_bn % N
     idx = tl.arange(0, BLOCK_L)
-    in_row = (pid_b * D + offs_d).to(tl.int64) * L                  # u, delta, g_y
-    b_row = (pid_b * N + pid_n).to(tl.int64) * L                     # B
-    x_row = ((pid_b * D + offs_d) * N + pid_n).to(tl.int64) * L      # states, g_states
-    g_row = ((pid_b * N + pid_n) * D + offs_d).to(tl.int64) * L      # g_u, g_delta
-    gB_row = ((pid_b * n_dblocks + pid_d) * N + pid_n).to(tl.int64) * L
-    A = tl.load(A_ptr + offs_d * N + pid_n, mask=mask_d, other=0.0)
+    offs_l = pid_c * BLOCK_L + idx
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_l = offs_l < L
+    mask_d = offs_d < D
+    mask = mask_l[:, None] & mask_d[None, :]
+    pos = offs_l.to(tl.int64)
+    A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
-    dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_SKIP:
-        dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
-    carry = tl.zeros([BLOCK_D], dtype=tl.float32)
-    gA_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    gbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    gdskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for chunk in range(0, tl.cdiv(L, BLOCK_L)):
-        offs_l = L - 1 - (chunk * BLOCK_L + idx)           # descending time
-        mask_l = offs_l >= 0
-        mask = mask_d[:, None] & mask_l[None, :]
-        offs = in_row[:, None] + offs_l[None, :]
-        xoffs = x_row[:, None] + offs_l[None, :]
-        g = tl.load(gx_ptr + xoffs, mask=mask, other=0.0).to(tl.float32)
-        z, dt = _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS, SOFTPLUS)
-        mask_next = mask & (offs_l + 1 < L)[None, :]
-        _, dt_next = _load_delta(delta_ptr, offs + 1, mask_next, bias, HAS_BIAS, SOFTPLUS)
-        decay_next = tl.where(mask_next, tl.exp(dt_next * A[:, None]), 0.0)
-        decay_acc, lam = tl.associative_scan((decay_next, g), 1, first_order_combine)
-        lam = lam + decay_acc * carry[:, None]
-        carry = last_along_axis1(lam, idx, BLOCK_L)
-
-        x_prev = tl.load(x_ptr + xoffs - 1, mask=mask & (offs_l >= 1)[None, :], other=0.0)
-        u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + b_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
-        decay = tl.exp(dt * A[:, None])
-        g_decay = lam * x_prev
-        g_dt = g_decay * decay * A[:, None] + lam * Bt[None, :] * u
-        gA_acc += tl.sum(tl.where(mask, g_decay * decay * dt, 0.0), axis=1)
-        g_u = lam * dt * Bt[None, :]
+    g = tl.load(gx_ptr + b * sg_b + n * sg_n + pos[:, None] * sg_l + offs_d[None, :] * sg_d,
+                mask=mask, other=0.0).to(tl.float32)
+    delta_offs = pos[:, None] * sd_l + offs_d[None, :] * sd_d
+    # a_{t+1}: zero at t = L - 1, nothing flows back from past the sequence
+    mask_next = mask & (offs_l + 1 < L)[:, None]
+    _, dt_next = _step_size(delta_ptr + b * sd_b + sd_l, delta_offs, mask_next, bias,
+                            HAS_BIAS, SOFTPLUS)
+    decay_next = tl.where(mask_next, tl.exp(dt_next * A[None, :]), 0.0)
+    decay_acc, lam = tl.associative_scan((decay_next, g), 0, first_order_combine,
+                                         reverse=True)
+    summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    if FINAL:
+        carry = tl.load(start_ptr + summary + D, mask=mask_d & (pid_c + 1 < n_chunks),
+                        other=0.0)
+        lam = lam + decay_acc * carry[None, :]
+        z, dt = _step_size(delta_ptr + b * sd_b, delta_offs, mask, bias, HAS_BIAS,
+                           SOFTPLUS)
+        x_prev = tl.load(x_ptr + b * sx_b + n * sx_n + (pos[:, None] - 1) * sx_l
+                         + offs_d[None, :] * sx_d,
+                         mask=mask & (offs_l >= 1)[:, None], other=0.0)
+        u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
+                    mask=mask, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
+                     other=0.0).to(tl.float32)
+        decay = tl.exp(dt * A[None, :])
+        g_decay = tl.where(mask, lam * x_prev * decay, 0.0)       # d/d(log decay)
+        g_dt = g_decay * A[None, :] + lam * Bt[:, None] * u
+        g_u = lam * dt * Bt[:, None]
+        partial = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+        tl.store(gA_ptr + partial, tl.sum(g_decay * dt, axis=0), mask=mask_d)
         if HAS_SKIP:
-            gy = tl.load(gy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            g_u += dskip[:, None] * gy
-            gdskip_acc += tl.sum(gy * u, axis=1)
+            gy = tl.load(gy_ptr + b * sy_b + pos[:, None] * sy_l + offs_d[None, :] * sy_d,
+                         mask=mask, other=0.0).to(tl.float32)
+            dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
+            g_u += dskip[None, :] * gy
+            tl.store(gdskip_ptr + partial, tl.sum(gy * u, axis=0), mask=mask_d)
         g_z = g_dt
         if SOFTPLUS:
             g_z = g_dt * sigmoid(z)
         g_z = tl.where(mask, g_z, 0.0)
-        gbias_acc += tl.sum(g_z, axis=1)
-        tl.store(gu_ptr + g_row[:, None] + offs_l[None, :], g_u, mask=mask)
-        tl.store(gdelta_ptr + g_row[:, None] + offs_l[None, :], g_z, mask=mask)
-        g_B = tl.sum(tl.where(mask, lam * dt * u, 0.0), axis=0)
-        tl.store(gB_ptr + gB_row + offs_l, g_B, mask=mask_l)
-    part = (pid_b * N + pid_n) * D + offs_d
-    tl.store(gA_ptr + part, gA_acc, mask=mask_d)
-    tl.store(gbias_ptr + part, gbias_acc, mask=mask_d)
-    if HAS_SKIP:
-        tl.store(gdskip_ptr + pid_b * D + offs_d, gdskip_acc, mask=mask_d)
+        tl.store(gbias_ptr + partial, tl.sum(g_z, axis=0), mask=mask_d)
+        tl.store(gu_ptr + pid_bn.to(tl.int64) * sgu_b + pos[:, None] * sgu_l + offs_d[None, :] * sgu_d,
+                 g_u, mask=mask)
+        tl.store(gdelta_ptr + pid_bn.to(tl.int64) * sgd_b + pos[:, None] * sgd_l
+                 + offs_d[None, :] * sgd_d, g_z, mask=mask)
+        g_B = tl.sum(tl.where(mask, lam * dt * u, 0.0), axis=1)
+        tl.store(gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + pos, g_B,
+                 mask=mask_l)
+    else:
+        tl.store(decay_ptr + summary, row_of(decay_acc, idx, 0), mask=mask_d)
+        tl.store(start_ptr + summary, row_of(lam, idx, 0), mask=mask_d)
 
 
-def _small(t):
-    """Float32 contiguous copy of a parameter-sized tensor (A, bias, Dskip)."""
-    return t.detach().float().contiguous()
+# ----------------------------------------------------------------------- launchers
+
+def _params(A, delta_bias, Dskip=None):
+    """A (D, N), delta_bias (D,), Dskip (D,) as float32 contiguous (parameter-sized)."""
+    def f32(t):
+        return t.detach().float().contiguous() if t is not None else None
+    return f32(A), f32(delta_bias), f32(Dskip)
+
+
+def _grid(batch, channels, state_dim, length):
+    block_l = block('scan_block_l', length)
+    block_d = block('scan_block_d', channels)
+    n_chunks = triton.cdiv(length, block_l)
+    return block_l, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),
+                                        batch * state_dim)
+
+
+def _carry(decay, end, channels, reverse, block_d):
+    """Launch the carry pass over the chunk summaries (batch*N, chunks, D)."""
+    rows, n_chunks, _ = end.shape
+    launch(_scan_carry_kernel, (triton.cdiv(channels, block_d), rows),
+           decay, end, channels, n_chunks, REVERSE=reverse,
+           BLOCK_C=block('scan_block_c', n_chunks), BLOCK_D=block_d,
+           reads=(decay, end), writes=(end,), num_warps=4)
 
 
 def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
-    """Launch the forward scan. u, delta (batch, D, L); returns (batch, D, N, L) fp32."""
-    device = check_launchable('selective_scan_triton', _scan_fwd_kernel, u, delta, A, B)
-    batch, channels, length = u.shape
+    """States of the scan. u, delta (batch, L, D) views; B (batch, L, N) view.
+
+    Returns (batch, L, D, N) float32 states, contiguous.
+    """
+    check_launchable('selective_scan_triton', _scan_chunk_kernel, u, delta, A, B)
+    batch, length, channels = u.shape
     state_dim = A.shape[1]
-    u, delta, B = u.contiguous(), delta.contiguous(), B.contiguous()
-    A = _small(A)
-    bias = _small(delta_bias) if delta_bias is not None else A
-    states = new_output((batch, channels, state_dim, length), torch.float32, u.device)
-    if states.numel() == 0:
-        return states.zero_()
-    block_d, block_l = scan_blocks(batch, channels, state_dim, length, device)
-    grid = (triton.cdiv(channels, block_d), state_dim, batch)
-    with device_guard(device):
-        _scan_fwd_kernel[grid](
-            u, delta, A, B, bias, states, channels, state_dim, length,
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-            BLOCK_D=block_d, BLOCK_L=block_l, num_warps=SCAN_FWD_WARPS)
+    A, bias, _ = _params(A, delta_bias)
+    states = new_output((batch, length, channels, state_dim), torch.float32, u.device)
+    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
+                        device=u.device)
+    end = torch.empty_like(decay)
+    args = (u, delta, A, B, bias if bias is not None else A, decay, end, states,
+            length, channels, state_dim, n_chunks, *strides(u), *strides(delta),
+            *strides(B), *states.stride())
+    meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
+                BLOCK_L=block_l, BLOCK_D=block_d, num_warps=config['scan_fwd_warps'])
+    launch(_scan_chunk_kernel, grid, *args, FINAL=False, reads=(u, delta, B),
+           writes=(decay, end), **meta)
+    _carry(decay, end, channels, False, block_d)
+    launch(_scan_chunk_kernel, grid, *args, FINAL=True, reads=(u, delta, B, end),
+           writes=(states,), **meta)
     return states
 
 
 def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
-                  delta_softplus=True, g_y=None, Dskip=None):
-    """Launch the adjoint scan; returns float32/own-dtype gradients.
+                  delta_softplus=True, g_y=None, Dskip=None, g_u=None, g_delta=None):
+    """Gradients of the scan from the gradient of its states.
 
-    Returns (g_u, g_delta, g_A, g_B, g_bias, g_Dskip): g_u, g_delta in the dtypes
-    of u, delta and shapes (batch, D, L); g_A (D, N), g_bias (D,), g_Dskip (D,)
-    float32 (g_Dskip is None unless ``g_y``/``Dskip`` are given); g_B (batch, N, L)
-    float32. ``g_y``, ``Dskip`` (fused op, N = 1): add the ``Dskip * u`` term.
+    Args:
+        g_states, states (Tensor): (batch, L, D, N) views; states float32.
+        u, delta (Tensor): (batch, L, D) views;  B (Tensor): (batch, L, N) view.
+        g_y, Dskip: the fused op's ``Dskip * u`` term (N = 1): g_u += Dskip g_y.
+        g_u, g_delta (Tensor, optional): (batch, L, D) views to write the
+            gradients into (N = 1); by default new (batch, L, D) tensors.
+
+    Returns:
+        (g_u, g_delta, g_A (D, N), g_B (batch, L, N), g_bias (D,), g_Dskip (D,)
+        or None), float32 except g_u, g_delta (their buffers' dtypes).
     """
-    device = check_launchable('selective_scan_triton', _scan_bwd_kernel,
-                              g_states, states, u, delta, A, B)
-    batch, channels, length = u.shape
+    check_launchable('selective_scan_triton', _scan_bwd_chunk_kernel,
+                     g_states, states, u, delta, A, B)
+    batch, length, channels = u.shape
     state_dim = A.shape[1]
     has_skip = g_y is not None
     if has_skip and state_dim != 1:
         raise NotImplementedError('scan_backward: the Dskip term is fused for N = 1 only')
-    g_states = g_states.float().contiguous()
-    states = states.contiguous()
-    u, delta, B = u.contiguous(), delta.contiguous(), B.contiguous()
-    A = _small(A)
-    bias = _small(delta_bias) if delta_bias is not None else A
-    block_d, block_l = scan_blocks(batch, channels, state_dim, length, device)
-    n_dblocks = triton.cdiv(channels, block_d)
+    A, bias, dskip = _params(A, delta_bias, Dskip)
     dev = u.device
-    if state_dim == 1:      # written once each: store in the inputs' dtypes
-        g_u = new_output((batch, 1, channels, length), u.dtype, dev)
-        g_delta = new_output((batch, 1, channels, length), delta.dtype, dev)
-    else:                   # one slice per n, summed below
-        g_u = new_output((batch, state_dim, channels, length), torch.float32, dev)
-        g_delta = new_output((batch, state_dim, channels, length), torch.float32, dev)
-    g_B = new_output((batch, n_dblocks, state_dim, length), torch.float32, dev)
-    g_A = new_output((batch, state_dim, channels), torch.float32, dev)
-    g_bias = new_output((batch, state_dim, channels), torch.float32, dev)
-    g_dskip = new_output((batch, channels), torch.float32, dev) if has_skip else None
-    if u.numel() > 0:
-        if has_skip:
-            gy_arg, dskip_arg = g_y.contiguous(), _small(Dskip)
-        else:
-            gy_arg = dskip_arg = A
-        grid = (n_dblocks, state_dim, batch)
-        with device_guard(device):
-            _scan_bwd_kernel[grid](
-                g_states, states, u, delta, A, B, bias, gy_arg, dskip_arg,
-                g_u, g_delta, g_B, g_A, g_bias, g_dskip if has_skip else g_A,
-                channels, state_dim, length, n_dblocks,
-                HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                HAS_SKIP=has_skip, BLOCK_D=block_d, BLOCK_L=block_l,
-                num_warps=SCAN_BWD_WARPS)
-    else:
-        for t in (g_u, g_delta, g_B, g_A, g_bias, g_dskip):
-            if t is not None:
-                t.zero_()
-    if state_dim == 1:
-        g_u = g_u.view(batch, channels, length)
-        g_delta = g_delta.view(batch, channels, length)
-    else:
-        g_u, g_delta = g_u.sum(1).to(u.dtype), g_delta.sum(1).to(delta.dtype)
-    g_B = g_B.sum(1)
-    g_A = g_A.sum(0).t()
-    g_bias = g_bias.sum((0, 1))
-    g_dskip = g_dskip.sum(0) if has_skip else None
-    return g_u, g_delta, g_A, g_B, g_bias, g_dskip
+    if state_dim == 1:      # written once each, in their final dtype and layout
+        g_u = new_output(u.shape, u.dtype, dev) if g_u is None else g_u
+        g_delta = new_output(delta.shape, delta.dtype, dev) if g_delta is None else g_delta
+        gu_rows, gd_rows = g_u, g_delta
+    else:                   # one float32 slice per n, summed below
+        gu_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
+        gd_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
+    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    n_dblocks = grid[1]
+    partial_shape = (batch, state_dim, n_chunks, channels)
+    g_A = new_output(partial_shape, torch.float32, dev)
+    g_bias = new_output(partial_shape, torch.float32, dev)
+    g_dskip = new_output(partial_shape, torch.float32, dev) if has_skip else None
+    g_B = new_output((batch, state_dim, n_dblocks, length), torch.float32, dev)
+    decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
+                        device=dev)
+    start = torch.empty_like(decay)
+    g_y_arg = g_y if has_skip else u
+    args = (g_states, states, u, delta, A, B, bias if bias is not None else A,
+            g_y_arg, dskip if has_skip else A, decay, start,
+            gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip if has_skip else g_A,
+            length, channels, state_dim, n_chunks, n_dblocks,
+            *g_states.stride(), *states.stride(), *strides(u), *strides(delta),
+            *strides(B), *strides(g_y_arg), *strides(gu_rows), *strides(gd_rows))
+    meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
+                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_D=block_d,
+                num_warps=config['scan_bwd_warps'])
+    launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
+           reads=(g_states, delta), writes=(decay, start), **meta)
+    _carry(decay, start, channels, True, block_d)
+    launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=True,
+           reads=(g_states, states, u, delta, B, start, g_y),
+           writes=(gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip), **meta)
+    if state_dim > 1:
+        g_u = gu_rows.view(batch, state_dim, length, channels).sum(1).to(u.dtype)
+        g_delta = gd_rows.view(batch, state_dim, length, channels).sum(1).to(delta.dtype)
+    return (g_u, g_delta, g_A.sum((0, 2)).t().contiguous(), g_B.sum(2).transpose(1, 2),
+            g_bias.sum((0, 1, 2)), g_dskip.sum((0, 1, 2)) if has_skip else None)
 
 
-# ---------------------------------------------------------------- torch.library ops
+# ------------------------------------------------------------ op and autograd glue
 
 def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus):
-    return u.new_empty((u.shape[0], u.shape[1], A.shape[1], u.shape[2]),
-                       dtype=torch.float32)
+    batch, channels, length = u.shape
+    return u.new_empty((batch, length, channels, A.shape[1]),
+                       dtype=torch.float32).permute(0, 2, 3, 1)
 
 
-@custom_op('selective_scan_fwd', _scan_fwd_fake)
+@custom_op('selective_scan_triton_fwd', _scan_fwd_fake)
 def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 delta_bias: Optional[torch.Tensor],
-                 delta_softplus: bool) -> torch.Tensor:
-    return scan_forward(u, delta, A, B, delta_bias, delta_softplus)
+                 delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+    """(batch, D, N, L) states, a view of (batch, L, D, N) memory."""
+    states = scan_forward(sequence_view(u), sequence_view(delta), A, sequence_view(B),
+                          delta_bias, delta_softplus)
+    return states.permute(0, 2, 3, 1)
 
 
 def _scan_bwd_fake(g_states, states, u, delta, A, B, delta_bias, delta_softplus):
     bias_like = delta_bias if delta_bias is not None else A.new_empty(A.shape[0])
-    return (torch.empty_like(u, memory_format=torch.contiguous_format),
-            torch.empty_like(delta, memory_format=torch.contiguous_format),
+    return (torch.empty_like(u), torch.empty_like(delta),
             torch.empty_like(A, memory_format=torch.contiguous_format),
             torch.empty_like(B, memory_format=torch.contiguous_format),
             torch.empty_like(bias_like, memory_format=torch.contiguous_format))
 
 
-@custom_op('selective_scan_bwd', _scan_bwd_fake)
+@custom_op('selective_scan_triton_bwd', _scan_bwd_fake)
 def _scan_bwd_op(g_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
                  delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 delta_bias: Optional[torch.Tensor], delta_softplus: bool
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
-    g_u, g_delta, g_A, g_B, g_bias, _ = scan_backward(
-        g_states, states, u, delta, A, B, delta_bias, delta_softplus)
+    """Gradients in the layouts of the inputs (u, delta) or contiguous (the rest)."""
+    g_u, g_delta = torch.empty_like(u), torch.empty_like(delta)
+    one_state = A.shape[1] == 1
+    g_u_seq, g_delta_seq, g_A, g_B, g_bias, _ = scan_backward(
+        g_states.permute(0, 3, 1, 2), states.permute(0, 3, 1, 2), sequence_view(u),
+        sequence_view(delta), A, sequence_view(B), delta_bias, delta_softplus,
+        g_u=sequence_view(g_u) if one_state else None,
+        g_delta=sequence_view(g_delta) if one_state else None)
+    if not one_state:
+        sequence_view(g_u).copy_(g_u_seq)
+        sequence_view(g_delta).copy_(g_delta_seq)
     bias_dtype = delta_bias.dtype if delta_bias is not None else A.dtype
-    return (g_u, g_delta, g_A.to(A.dtype), g_B.to(B.dtype), g_bias.to(bias_dtype))
+    return (g_u, g_delta, g_A.to(A.dtype), g_B.transpose(1, 2).contiguous().to(B.dtype),
+            g_bias.to(bias_dtype))
 
 
 class SelectiveScanTritonFn(torch.autograd.Function):
-    """Autograd of the Triton selective scan (forward and backward are custom ops)."""
+    """Autograd of the Triton selective scan; saves the inputs and the states."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, delta_bias, delta_softplus):
-        states = _scan_fwd_op(u, delta, A, B, delta_bias, delta_softplus)
+        states = eager_or_op(_scan_fwd_op)(u, delta, A, B, delta_bias, delta_softplus)
         ctx.delta_softplus = delta_softplus
-        ctx.has_bias = delta_bias is not None
         ctx.save_for_backward(states, u, delta, A, B, delta_bias)
         return states
 
     @staticmethod
     def backward(ctx, g_states):
         states, u, delta, A, B, delta_bias = ctx.saved_tensors
-        g_u, g_delta, g_A, g_B, g_bias = _scan_bwd_op(
+        g_u, g_delta, g_A, g_B, g_bias = eager_or_op(_scan_bwd_op)(
             g_states, states, u, delta, A, B, delta_bias, ctx.delta_softplus)
-        return g_u, g_delta, g_A, g_B, (g_bias if ctx.has_bias else None), None
+        return g_u, g_delta, g_A, g_B, (g_bias if delta_bias is not None else None), None
 
 
 def selective_scan_triton(u, delta, A, B, delta_bias=None, delta_softplus=True):
     """Selective scan on Triton kernels; see ``ops.selective_scan.selective_scan_ref``.
 
     Args:
-        u, delta (Tensor): (batch, D, L), float32 / bfloat16 / float16.
+        u, delta (Tensor): (batch, D, L), float32 / bfloat16 / float16, any strides.
         A (Tensor): (D, N).  B (Tensor): (batch, N, L).
         delta_bias (Tensor, optional): (D,).  delta_softplus (bool).
 
     Returns:
-        Tensor: (batch, D, N, L) float32 states, differentiable in every input.
+        Tensor: (batch, D, N, L) float32 states (a view of (batch, L, D, N)
+        memory), differentiable in every input.
     """
     check_scan_args('selective_scan_triton', u, delta, A, B, delta_bias)
     return SelectiveScanTritonFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmspatial.ops._softplus import softplus_log2
-from mmspatial.ops.selective_scan import (_chunking, linear_scan, selective_scan,
-                                          selective_scan_chunked, selective_scan_ref)
+from mmspatial.ops.selective_scan import (_chunking, _linear_scan, selective_scan,
+                                          selective_scan_torch, selective_scan_ref)
 
 from .conftest import DTYPES, GRAD_TOLERANCES, assert_close, make_scan_inputs
 
@@ -36,7 +36,7 @@ def test_chunked_matches_reference(batch, channels, length, state_dim, chunk, so
     if not softplus:   # positive step sizes without the softplus
         u, delta, A, B, bias = inputs
         inputs = (u, delta.abs() * 0.1, A, B, bias.abs() * 0.1)
-    out = selective_scan_chunked(*inputs, delta_softplus=softplus, chunk=chunk)
+    out = selective_scan_torch(*inputs, delta_softplus=softplus, chunk=chunk)
     assert out.dtype == torch.float32
     assert out.shape == (batch, channels, state_dim, length)
     assert_close(out, selective_scan_ref(*inputs, delta_softplus=softplus))
@@ -48,10 +48,10 @@ def test_blocked_preparation(length, chunk, state_dim, monkeypatch, generator):
     one partial, with the padding of a partial last chunk)."""
     monkeypatch.setattr(scan_module, '_BLOCK_ELEMENTS', 40)
     u, delta, A, B, bias = make_scan_inputs(2, 3, length, state_dim, generator=generator)
-    assert_close(selective_scan_chunked(u, delta, A, B, bias, chunk=chunk),
+    assert_close(selective_scan_torch(u, delta, A, B, bias, chunk=chunk),
                  selective_scan_ref(u, delta, A, B, bias))
     inputs = (u, delta.abs() * 0.1, A, B, bias.abs() * 0.1)   # positive without softplus
-    assert_close(selective_scan_chunked(*inputs, delta_softplus=False, chunk=chunk),
+    assert_close(selective_scan_torch(*inputs, delta_softplus=False, chunk=chunk),
                  selective_scan_ref(*inputs, delta_softplus=False))
 
 
@@ -71,7 +71,7 @@ def test_non_contiguous_inputs(layout, generator):
         B = B[:1, :, :length].expand(batch, -1, -1)
     A = A.T.contiguous().T            # (D, N) with column-major strides
     assert not u.is_contiguous()
-    out = selective_scan_chunked(u, delta, A, B, bias, chunk=8)
+    out = selective_scan_torch(u, delta, A, B, bias, chunk=8)
     assert_close(out, selective_scan_ref(u, delta, A, B, bias))
 
 
@@ -80,7 +80,7 @@ def test_long_sequence(generator):
     inputs = make_scan_inputs(1, 2, 16384, 1, generator=generator)
     expected = selective_scan_ref(*inputs)
     for chunk in (8, 64):
-        assert_close(selective_scan_chunked(*inputs, chunk=chunk), expected,
+        assert_close(selective_scan_torch(*inputs, chunk=chunk), expected,
                      rtol=1e-4, atol_scale=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_extreme_step_sizes(regime, generator):
     inputs = (u, delta, A, B)
     exact = selective_scan_ref(*(t.double() for t in inputs), delta_softplus=False)
     sequential = selective_scan_ref(*inputs, delta_softplus=False)
-    out = selective_scan_chunked(*inputs, delta_softplus=False)
+    out = selective_scan_torch(*inputs, delta_softplus=False)
     assert torch.isfinite(out).all()
     error, sequential_error = ((x.double() - exact).abs().max().item()
                                for x in (out, sequential))
@@ -125,7 +125,7 @@ def test_extreme_softplus_arguments(numpy_log1p, monkeypatch, generator):
     monkeypatch.setattr(softplus_module, 'numpy_log1p_is_faster', lambda: numpy_log1p)
     u, _, A, B, _ = make_scan_inputs(2, 3, 500, 1, generator=generator)
     delta = torch.linspace(-60, 60, 500).expand(2, 3, 500)
-    assert_close(selective_scan_chunked(u, delta, A, B),
+    assert_close(selective_scan_torch(u, delta, A, B),
                  selective_scan_ref(u, delta, A, B), rtol=1e-4)
 
 
@@ -153,7 +153,7 @@ def test_linear_scan_matches_loop(reverse, generator):
         state = decay[:, t] * state + drive[:, t]
         expected[t] = state
     for chunk in (2, 7, 64, 256, None):
-        assert_close(linear_scan(decay, drive, chunk, reverse=reverse),
+        assert_close(_linear_scan(decay, drive, chunk, reverse=reverse),
                      torch.stack(expected, 1))
 
 
@@ -190,7 +190,7 @@ def test_chunked_gradcheck(length, state_dim, chunk, bias):
                               torch.Generator().manual_seed(2), bias=bias)
     inputs = [t.requires_grad_() for t in inputs if t is not None]
     assert torch.autograd.gradcheck(
-        lambda *a: selective_scan_chunked(*a, chunk=chunk), inputs)
+        lambda *a: selective_scan_torch(*a, chunk=chunk), inputs)
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
@@ -202,7 +202,7 @@ def test_gradients_match_reference(dtype, channels_last, generator):
     inputs = [t.requires_grad_() for t in (u, delta, A, B, bias)]
     grad_out = torch.randn(2, 4, 2, 150, generator=generator)
     expected = torch.autograd.grad(selective_scan_ref(*inputs), inputs, grad_out)
-    got = torch.autograd.grad(selective_scan_chunked(*inputs, chunk=16), inputs, grad_out)
+    got = torch.autograd.grad(selective_scan_torch(*inputs, chunk=16), inputs, grad_out)
     rtol, atol_scale = GRAD_TOLERANCES[dtype]
     for name, g, e in zip(['u', 'delta', 'A', 'B', 'delta_bias'], got, expected):
         assert g.dtype == dtype, name
@@ -211,23 +211,23 @@ def test_gradients_match_reference(dtype, channels_last, generator):
 
 def test_autocast_keeps_float32(generator):
     inputs = make_scan_inputs(2, 3, 50, 1, generator=generator)
-    expected = selective_scan_chunked(*inputs)
+    expected = selective_scan_torch(*inputs)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = selective_scan_chunked(*inputs)
+        out = selective_scan_torch(*inputs)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_states_layout(generator):
     """States are a (batch, D, N, L) view of a dense (batch, L, D, N) tensor."""
-    out = selective_scan_chunked(*make_scan_inputs(2, 3, 10, 2, generator=generator))
+    out = selective_scan_torch(*make_scan_inputs(2, 3, 10, 2, generator=generator))
     assert out.permute(0, 3, 1, 2).is_contiguous()
 
 
 def test_dispatch_torch_backend(generator):
     inputs = make_scan_inputs(2, 3, 20, 1, generator=generator)
     torch.testing.assert_close(selective_scan(*inputs, backend='torch'),
-                               selective_scan_chunked(*inputs), rtol=0, atol=0)
+                               selective_scan_torch(*inputs), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('change,message', [
@@ -240,9 +240,9 @@ def test_dispatch_torch_backend(generator):
 def test_shape_errors(change, message, generator):
     inputs = change(make_scan_inputs(2, 3, 10, 1, generator=generator))
     with pytest.raises(ValueError, match=message):
-        selective_scan_chunked(*inputs)
+        selective_scan_torch(*inputs)
 
 
 def test_chunk_must_be_at_least_two(generator):
     with pytest.raises(ValueError, match='chunk must be at least 2'):
-        selective_scan_chunked(*make_scan_inputs(1, 1, 4, 1, generator=generator), chunk=1)
+        selective_scan_torch(*make_scan_inputs(1, 1, 4, 1, generator=generator), chunk=1)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmspatial.ops.state_fusion import (DILATIONS, fold_fusion_kernel, state_fusion,
-                                        state_fusion_ref, state_fusion_torch)
+from mmspatial.ops.state_fusion import (DILATIONS, state_fusion, state_fusion_ref,
+                                        state_fusion_torch)
 
 from .conftest import DTYPES, assert_close
 
@@ -54,6 +54,18 @@ def test_reference_matches_taps(shape, generator):
     x, kernels, alpha = make_fusion_inputs(*shape, generator)
     assert_close(state_fusion_ref(x, kernels, alpha).double(),
                  fusion_by_taps(x, kernels, alpha))
+
+
+def fold_fusion_kernel(kernels, alpha):
+    """The three kernels and alphas as one (D, 11, 11) depthwise kernel (SPEC 1.2:
+    exact, borders included, because replicate padding clamps indices)."""
+    folded = kernels.new_zeros(kernels.shape[1], 11, 11)
+    for i, dilation in enumerate(DILATIONS):
+        for ky in range(3):
+            for kx in range(3):
+                folded[:, 5 + (ky - 1) * dilation, 5 + (kx - 1) * dilation] += \
+                    alpha[i] * kernels[i, :, ky, kx]
+    return folded
 
 
 @pytest.mark.parametrize('shape', SHAPES)

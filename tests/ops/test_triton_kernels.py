@@ -54,8 +54,9 @@ if not CUDA and not kernels_interpreted():
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
 # Small blocks: several chunks of the scan, partial tiles, several channel blocks.
-SMALL_BLOCKS = dict(scan_block_l=8, scan_block_d=2, fusion_block_p=16, fusion_block_d=2,
-                    ring_block_r=64, ring_block_d=4)
+SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, fusion_block_p=16,
+                    fusion_bwd_block_p=16, fusion_block_d=2, ring_block_r=8,
+                    ring_block_d=4)
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +175,7 @@ def test_state_fusion_fp32(batch, channels, height, width):
 def test_state_fusion_border_ring_split_over_programs():
     """Small ring blocks: the border kernel's pixels spread over several programs."""
     inputs = fusion_inputs(1, 3, 7, 8, torch.float32)
-    with override_config(**{**SMALL_BLOCKS, 'ring_block_r': 8, 'ring_block_d': 2}):
+    with override_config(**{**SMALL_BLOCKS, 'ring_block_r': 2, 'ring_block_d': 2}):
         compare(state_fusion_triton, state_fusion_ref, inputs, torch.float32,
                 FUSION_NAMES)
 
@@ -292,36 +293,45 @@ def test_torch_compile_fullgraph_aot_eager():
 
 
 _COMPILE_SCRIPT = r'''
-import os
+import os, time
 os.environ.pop('TRITON_INTERPRET', None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from mmspatial.ops.triton import _common, selective_scan as ss, state_fusion as sf
-
-INTS = {'D', 'N', 'L', 'H', 'W', 'R', 'n_dblocks', 'n_ptiles'}
+from mmspatial.ops.triton import selective_scan as ss, state_fusion as sf
+from mmspatial.ops.triton._common import config
 
 def compile_for_sm90(kernel, constexprs, num_warps, pointer_types=None):
     signature = {}
     for name in kernel.arg_names:
-        signature[name] = ('constexpr' if name in constexprs else 'i32' if name in INTS
-                           else (pointer_types or {}).get(name, '*fp32'))
-    triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                   target=GPUTarget('cuda', 90, 32), options={'num_warps': num_warps})
-    print('compiled', kernel.fn.__name__, constexprs, flush=True)
+        signature[name] = ('constexpr' if name in constexprs else
+                           (pointer_types or {}).get(name, '*fp32') if name.endswith('_ptr')
+                           else 'i32')
+    start = time.time()
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget('cuda', 90, 32), options={'num_warps': num_warps})
+    print('compiled', kernel.fn.__name__, constexprs, f'{time.time() - start:.1f}s',
+          compiled.metadata.shared if hasattr(compiled, 'metadata') else '', flush=True)
 
-bf16 = {name: '*bf16' for name in ('u_ptr', 'delta_ptr', 'B_ptr', 'gu_ptr', 'gdelta_ptr',
-                                   'c_ptr', 'x_ptr', 'g_ptr', 'gx_ptr', 'out_ptr')}
-scan = dict(HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=1, BLOCK_L=1024)
-compile_for_sm90(ss._scan_fwd_kernel, scan, _common.SCAN_FWD_WARPS, bf16)
-compile_for_sm90(ss._scan_bwd_kernel, dict(scan, HAS_SKIP=True), _common.SCAN_BWD_WARPS, bf16)
+c = config()
+bf16 = {name: '*bf16' for name in ('u_ptr', 'delta_ptr', 'gu_ptr', 'gdelta_ptr', 'gy_ptr',
+                                   'x_ptr', 'g_ptr', 'out_ptr')}
+scan = dict(HAS_BIAS=True, SOFTPLUS=True, BLOCK_L=c['scan_block_l'], BLOCK_D=c['scan_block_d'])
+for final in (False, True):
+    compile_for_sm90(ss._scan_chunk_kernel, dict(scan, FINAL=final), c['scan_fwd_warps'], bf16)
+    compile_for_sm90(ss._scan_bwd_chunk_kernel, dict(scan, HAS_SKIP=True, FINAL=final),
+                     c['scan_bwd_warps'], bf16)
+compile_for_sm90(ss._scan_carry_kernel, dict(REVERSE=True, BLOCK_C=c['scan_block_c'],
+                                             BLOCK_D=c['scan_block_d']), 4)
+fusion = dict(BLOCK_D=c['fusion_block_d'])
 for has_c in (True, False):
-    compile_for_sm90(sf._fusion_fwd_kernel, dict(HAS_C=has_c, HAS_SKIP=has_c, BLOCK_D=2,
-                                                 BLOCK_P=256), _common.FUSION_WARPS, bf16)
-    compile_for_sm90(sf._fusion_bwd_kernel, dict(HAS_C=has_c, BLOCK_D=2, BLOCK_P=256),
-                     _common.FUSION_WARPS, None if has_c else bf16)
-    compile_for_sm90(sf._fusion_bwd_ring_kernel, dict(HAS_C=has_c, BLOCK_D=8, BLOCK_R=128),
-                     _common.RING_WARPS, None if has_c else bf16)
+    compile_for_sm90(sf._fusion_fwd_kernel, dict(fusion, READOUT=has_c, BLOCK_P=c['fusion_block_p']),
+                     c['fusion_fwd_warps'], None if has_c else bf16)
+    compile_for_sm90(sf._fusion_bwd_kernel, dict(fusion, HAS_C=has_c, BLOCK_P=c['fusion_bwd_block_p']),
+                     c['fusion_bwd_warps'], None if has_c else bf16)
+    compile_for_sm90(sf._fusion_bwd_ring_kernel, dict(HAS_C=has_c, BLOCK_D=c['ring_block_d'],
+                                                      BLOCK_R=c['ring_block_r']),
+                     c['ring_warps'], None if has_c else bf16)
 '''
 
 
@@ -336,7 +346,7 @@ def test_kernels_compile_for_sm90():
             'No such file' in result.stderr:
         pytest.skip('Triton has no ptxas here')
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count('compiled') == 8
+    assert result.stdout.count('compiled') == 11, result.stdout
 
 
 # ------------------------------------------------------------------ CUDA section

@@ -1,0 +1,119 @@
+"""Memory traffic of the fused Triton op, and no layout copies in either backend.
+
+The traffic account (``ops.triton.traffic``) counts, launch by launch, the
+bytes of the tensors each kernel reads and writes, in a dry run on ``meta``
+tensors: no GPU needed, any size. The bounds below are the design's figures
+(bfloat16 u and delta, float32 states, y and g_y) with a little room, so that a
+change that adds a pass over memory fails here.
+"""
+import os
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+pytest.importorskip('triton')
+
+from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch  # noqa: E402
+from mmspatial.ops.triton import record_traffic, structure_aware_ssm_triton  # noqa: E402
+from mmspatial.ops.triton.traffic import (REGIMES, bytes_per_element,  # noqa: E402
+                                          fused_op_traffic, layer_inputs,
+                                          minimum_bytes_per_element)
+
+# bytes per element of (batch, D, L): forward = scan summary 4.1 + carries 0.2 +
+# scan 8.1 + fusion and readout 10.0; backward = fusion transpose 12.9 + adjoint
+# summary 6.1 + carries 0.2 + adjoint scan with every gradient 20.4
+FORWARD_BOUND, BACKWARD_BOUND = 22.6, 39.8
+
+
+@pytest.mark.parametrize('regime', REGIMES, ids=[r[0] for r in REGIMES])
+def test_traffic_per_element_is_bounded(regime):
+    _, batch, channels, height, width = regime
+    traffic = fused_op_traffic(batch, channels, height, width)
+    forward = bytes_per_element(traffic['forward'], batch, channels, height, width)
+    backward = bytes_per_element(traffic['backward'], batch, channels, height, width)
+    low_forward, low_backward = minimum_bytes_per_element()
+    assert low_forward <= forward <= FORWARD_BOUND, traffic['forward']
+    assert low_backward <= backward <= BACKWARD_BOUND, traffic['backward']
+    kernels = [name for name, _, _ in traffic['forward'] + traffic['backward']]
+    assert kernels.count('_scan_carry_kernel') == 2
+    assert len(kernels) == 9
+
+
+def test_launch_records_every_kernel_of_a_real_run():
+    """The account is what runs: an interpreted call records the same launches."""
+    inputs = layer_inputs(1, 4, 3, 5, torch.float32, device='cpu')
+    inputs = [torch.randn(t.shape).to(t.dtype) if t is not None else None for t in inputs]
+    inputs[2] = -inputs[2].abs() - 0.5                                   # A < 0
+    with record_traffic() as launches:
+        y = structure_aware_ssm_triton(*inputs)
+    assert torch.isfinite(y).all()
+    assert [name for name, _, _ in launches] == [
+        '_scan_chunk_kernel', '_scan_carry_kernel', '_scan_chunk_kernel',
+        '_fusion_fwd_kernel']
+
+
+class CopyCounter(TorchDispatchMode):
+    """Copies of tensors with at least ``min_numel`` elements, by kind: every copy,
+    and those that change the order of the strides (transposing copies)."""
+
+    COPIES = {torch.ops.aten.copy_.default, torch.ops.aten.clone.default,
+              torch.ops.aten._to_copy.default}
+
+    def __init__(self, min_numel):
+        super().__init__()
+        self.min_numel = min_numel
+        self.copies, self.transposing = [], []
+
+    @staticmethod
+    def _order(t):
+        dims = [d for d in range(t.dim()) if t.shape[d] > 1]
+        return sorted(dims, key=lambda d: -t.stride(d))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.COPIES:
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if src.numel() >= self.min_numel:
+                self.copies.append(func)
+                result = args[0] if func is torch.ops.aten.copy_.default else out
+                if self._order(result) != self._order(src):
+                    self.transposing.append(func)
+        return out
+
+
+def _forward_backward(op, inputs):
+    y = op(*inputs)
+    torch.autograd.grad(y, [t for t in inputs if t.requires_grad],
+                        torch.ones_like(y).contiguous(memory_format=torch.channels_last))
+
+
+def test_triton_backend_copies_nothing_of_activation_size():
+    """Forward and backward of the layer's call, glue only (a dry run on meta
+    tensors): no copy at all of a (batch, D, L)-sized tensor."""
+    batch, channels, height, width = 2, 16, 7, 9
+    inputs = [t.requires_grad_() for t in layer_inputs(batch, channels, height, width,
+                                                        torch.bfloat16)]
+    with record_traffic(dry_run=True), CopyCounter(batch * channels * height * width) as counter:
+        _forward_backward(structure_aware_ssm_triton, inputs)
+    assert counter.copies == []
+
+
+def test_torch_backend_makes_no_transposing_copy():
+    batch, channels, height, width = 2, 16, 7, 9
+    inputs = layer_inputs(batch, channels, height, width, torch.float32, device='cpu')
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(t.shape, generator=generator) for t in inputs]
+    inputs[:2] = [t.contiguous(memory_format=torch.channels_last) for t in inputs[:2]]
+    inputs[2] = -inputs[2].abs() - 0.5
+    # B and C: channel slices of one channels-last projection, as the layer has them
+    x_dbl = torch.randn(batch, 3, height, width, generator=generator).contiguous(
+        memory_format=torch.channels_last)
+    inputs[3], inputs[4] = x_dbl[:, 1:2], x_dbl[:, 2:]
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    with CopyCounter(batch * channels * height * width) as counter:
+        _forward_backward(structure_aware_ssm_torch, inputs)
+    assert counter.transposing == []
