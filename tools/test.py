@@ -8,9 +8,10 @@ CHECKPOINT is a released or trained checkpoint of the whole model (mm-style
 ``state_dict``), or, with a configs/classification config, a released ImageNet
 classifier (``{'model': ...}``), whose keys are converted on the fly. The
 checkpoint's backbone must be exactly the config's: a checkpoint of another
-arch is an error, not a warning. ``--tta`` evaluates with the config's
-test-time augmentation (``tta_model`` + ``tta_pipeline``; the segmentation
-configs' multi-scale + flip, the "mIoU (ms)" column).
+arch is an error, not a warning, raised before the Runner is built. ``--tta``
+evaluates with the config's test-time augmentation (``tta_model`` +
+``tta_pipeline``; the segmentation configs' multi-scale + flip, the
+"mIoU (ms)" column).
 """
 import argparse
 import os

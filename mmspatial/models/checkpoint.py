@@ -196,6 +196,8 @@ def stage_depths(state_dict):
 def detect_arch(state_dict):
     """``dict(dims=[...], depths=[...])`` read off a backbone state dict."""
     depths = stage_depths(state_dict)
+    if not depths:
+        raise InputError('not a Spatial-Mamba backbone: no layers.<i>.blocks.* tensors')
     try:
         dims = [state_dict[f'layers.{i}.blocks.0.cpe1.weight'].shape[0]
                 for i in range(len(depths))]

@@ -8,7 +8,6 @@ from .distributed import setup_cpu_distributed
 from .synthetic_inputs import data_samples, synthetic_batch
 
 __all__ = ['backbone_cfg', 'build_model', 'build_runner', 'check_checkpoints',
-           'check_data_roots',
-           'check_pretrained', 'load_config', 'pretrained_checkpoint',
-           'setup_cpu_distributed',
-           'data_samples', 'synthetic_batch']
+           'check_data_roots', 'check_pretrained', 'load_config',
+           'pretrained_checkpoint', 'setup_cpu_distributed', 'data_samples',
+           'synthetic_batch']
