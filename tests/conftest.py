@@ -19,3 +19,16 @@ def official_keys():
     """Key names/shapes and parameter counts of the reference implementation
     (a copy of the project's shared SPEC data, kept in the repository)."""
     return json.loads((DATA / 'official_state_dict_keys.json').read_text())
+
+
+@pytest.fixture(params=['truncated', 'garbage'])
+def unreadable_checkpoint(request, tmp_path):
+    """A checkpoint file cut in half, or bytes that are no checkpoint at all."""
+    path = tmp_path / f'{request.param}.pth'
+    if request.param == 'truncated':
+        torch.save({'state_dict': {'weight': torch.zeros(4096)}}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    else:
+        path.write_bytes(b'these bytes are not a checkpoint\n' * 64)
+    return path

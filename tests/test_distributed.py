@@ -1,5 +1,5 @@
 """Two-process training through tools/dist_train.sh (torchrun; on a CPU the
-tools set up gloo, see tools/_checks.py):
+tools set up gloo, see mmspatial/utils/distributed.py):
 mmengine's DDP, nothing of our own. Both ranks must train; rank 0 saves."""
 import os
 import os.path as osp

@@ -25,31 +25,17 @@ import sys
 
 import torch
 
-from _checks import trust_local_checkpoints
+from mmspatial.errors import InputError
 from mmspatial.models import SpatialMamba
-from mmspatial.models.checkpoint import (extract_backbone_state_dict,
+from mmspatial.models.checkpoint import (checkpoint_filter_fn, detect_arch,
+                                         extract_backbone_state_dict,
+                                         is_official_classifier,
                                          load_checkpoint_file,
                                          official_classifier_to_mmpretrain)
 
 
-class ConversionError(Exception):
-    """SRC cannot be converted as asked; the message says why."""
-
-
-def detect_arch(backbone_state):
-    """``dict(dims=[...], depths=[...])`` read off the backbone tensors."""
-    try:
-        dims = [backbone_state[f'layers.{i}.blocks.0.cpe1.weight'].shape[0]
-                for i in range(4)]
-    except KeyError as missing:
-        raise ConversionError(f'not a Spatial-Mamba backbone: no {missing} tensor')
-    depths = [1 + max(int(k.split('.')[3]) for k in backbone_state
-                      if k.startswith(f'layers.{i}.blocks.'))
-              for i in range(4)]
-    return dict(dims=dims, depths=depths)
-
-
 def arch_name(arch):
+    """The name of ``SpatialMamba.arch_settings`` with these dims and depths."""
     for name, settings in SpatialMamba.arch_settings.items():
         dims = [settings['dims'] * 2 ** i for i in range(4)]
         if arch == dict(dims=dims, depths=settings['depths']):
@@ -57,21 +43,20 @@ def arch_name(arch):
     return None
 
 
-def check_against_model(backbone_state, arch, out_indices):
-    """Every tensor must be one of a ``SpatialMamba(arch)``'s, of its shape,
-    and every model tensor but the output norms must be there."""
-    model_state = SpatialMamba(arch, out_indices=out_indices).state_dict()
-    missing = [k for k in model_state if k not in backbone_state
-               and not k.startswith('outnorm')]
-    unexpected = [k for k in backbone_state if k not in model_state]
-    mismatched = [k for k in backbone_state if k in model_state
-                  and backbone_state[k].shape != model_state[k].shape]
-    if missing or unexpected or mismatched:
-        raise ConversionError(
-            f'the checkpoint does not fit SpatialMamba(arch={arch!r}): '
-            f'missing {missing[:4]}{"..." if len(missing) > 4 else ""}, '
-            f'unexpected {unexpected[:4]}{"..." if len(unexpected) > 4 else ""}, '
-            f'other shapes {mismatched[:4]}{"..." if len(mismatched) > 4 else ""}')
+def backbone_for(checkpoint, arch, out_indices, src):
+    """The backbone tensors of ``checkpoint`` for ``SpatialMamba(arch)``: every
+    one of its tensors, of its shape, and every model tensor but the output
+    norms (which a classifier does not have)."""
+    model = SpatialMamba(arch, out_indices=out_indices)
+    state_dict = checkpoint_filter_fn(checkpoint, model, f'checkpoint {src!r}')
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not k.startswith('outnorm')]
+    if missing or unexpected:
+        raise InputError(f'{src} does not fit SpatialMamba(arch={arch!r}): '
+                         f'missing {missing[:4]}{"..." if len(missing) > 4 else ""}, '
+                         f'unexpected {unexpected[:4]}'
+                         f'{"..." if len(unexpected) > 4 else ""}')
+    return state_dict
 
 
 def convert(src, to, arch=None):
@@ -83,23 +68,22 @@ def convert(src, to, arch=None):
     if arch is not None:
         wanted = SpatialMamba(arch, out_indices=(3, ))
         if dict(dims=wanted.dims, depths=wanted.depths) != detected:
-            raise ConversionError(
+            raise InputError(
                 f'--arch {arch} asked for dims {wanted.dims}, depths '
                 f'{wanted.depths}; {src} holds dims {detected["dims"]}, depths '
                 f'{detected["depths"]} ({name or "a custom arch"})')
     described = f'{src}: {form}, arch {name or detected}'
 
     if to == 'backbone':
-        check_against_model(backbone_state, detected, out_indices=(0, 1, 2, 3))
+        backbone_state = backbone_for(checkpoint, detected, (0, 1, 2, 3), src)
         state_dict = {'backbone.' + k: v for k, v in backbone_state.items()}
     elif to == 'mmpretrain':
-        classifier = checkpoint.get('model') if isinstance(checkpoint, dict) else None
-        if not isinstance(classifier, dict) or 'head.weight' not in classifier:
-            raise ConversionError(f'--to mmpretrain needs an ImageNet classifier '
-                                  f'checkpoint ({{"model": ...}} with the head); '
-                                  f'{src} is {form} without one')
-        check_against_model(backbone_state, detected, out_indices=(3, ))
-        state_dict = official_classifier_to_mmpretrain(classifier, last_stage=3)
+        if not is_official_classifier(checkpoint):
+            raise InputError(f'--to mmpretrain needs an ImageNet classifier '
+                             f'checkpoint ({{"model": ...}} with the head); '
+                             f'{src} is {form} without one')
+        backbone_for(checkpoint, detected, (3, ), src)
+        state_dict = official_classifier_to_mmpretrain(checkpoint['model'], last_stage=3)
     else:
         raise ValueError(f'unknown target {to!r}')
     meta = dict(converted_from=osp.basename(src), source_form=form, target=to,
@@ -122,7 +106,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    trust_local_checkpoints()
     converted, described = convert(args.src, args.to, args.arch)
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
@@ -135,5 +118,5 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except (ConversionError, FileNotFoundError, ValueError) as error:
+    except InputError as error:
         sys.exit(f'{osp.basename(__file__)}: error: {error}')

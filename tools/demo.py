@@ -27,16 +27,13 @@ evaluation, and stops training early if the run would exceed ``--max-minutes``
 
 Usage (from the repository root)::
 
-    python tools/demo.py                        # detection, about 12 minutes
-    python tools/demo.py --task segmentation    # UperNet, about 8 minutes
+    python tools/demo.py                        # detection
+    python tools/demo.py --task segmentation    # UperNet
     python tools/demo.py --task all             # both, one after the other
 
-Measured on a shared 2-core CPU (torch 2.14, no GPU), default settings:
-detection 200 iterations in 12.3 minutes, val box mAP 0.0 -> 17.8 and mask
-mAP 0.0 -> 16.1 (untrained -> trained); segmentation 300 iterations of 128 px
-crops in 8.0 minutes, val mIoU 2.4 -> 20.2 (runs vary by about 3 points). A
-busier machine makes the budget stop the training earlier (``stopped_early``
-in the summary) with lower scores.
+The README's demo section has the measured times and metrics. A busier
+machine makes the budget stop the training earlier (``stopped_early`` in the
+summary), with lower scores.
 """
 import argparse
 import json

@@ -8,9 +8,10 @@ CHECKPOINT is a released or trained checkpoint of the whole model (mm-style
 ``state_dict``), or, with a configs/classification config, a released ImageNet
 classifier (``{'model': ...}``), whose keys are converted on the fly. The
 checkpoint's backbone must be exactly the config's: a checkpoint of another
-arch is an error, not a warning. ``--tta`` evaluates with the config's
-test-time augmentation (``tta_model`` + ``tta_pipeline``; the segmentation
-configs' multi-scale + flip, the "mIoU (ms)" column).
+arch is an error, not a warning, raised before the Runner is built. ``--tta``
+evaluates with the config's test-time augmentation (``tta_model`` +
+``tta_pipeline``; the segmentation configs' multi-scale + flip, the
+"mIoU (ms)" column).
 """
 import argparse
 import os
@@ -19,15 +20,17 @@ import sys
 
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner, load_state_dict
+from mmengine.runner import load_state_dict
 
-import mmspatial  # noqa: F401  (registers SpatialMamba)
-from _checks import (InputError, backbone_cfg, check_checkpoint_fits,
-                     check_data_roots, is_official_classifier, load_checkpoint,
-                     load_config, setup_cpu_distributed,
-                     trust_local_checkpoints)
-from mmspatial.models.checkpoint import official_classifier_to_mmpretrain
+from mmspatial.errors import InputError
+from mmspatial.models.checkpoint import (check_model_checkpoint,
+                                         is_official_classifier,
+                                         load_checkpoint_file,
+                                         local_checkpoint_policy,
+                                         official_classifier_to_mmpretrain)
+from mmspatial.utils import (backbone_cfg, build_model, build_runner,
+                             check_data_roots, load_config,
+                             setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -87,33 +90,35 @@ def build_cfg(args):
 
 
 def run(cfg, args):
-    """Build the Runner for ``cfg``, check the checkpoint against it and test."""
-    checkpoint = load_checkpoint(args.checkpoint)
+    """Check the checkpoint against the config's backbone, build the Runner
+    for ``cfg`` and test."""
+    checkpoint = load_checkpoint_file(args.checkpoint)
+    backbone = build_model(cfg, backbone_only=True)
     classifier_state = None
-    if is_official_classifier(checkpoint) and cfg.get('default_scope') == 'mmpretrain':
-        out_indices = backbone_cfg(cfg).get('out_indices', (3, ))
+    if is_official_classifier(checkpoint) and cfg.default_scope == 'mmpretrain':
         classifier_state = official_classifier_to_mmpretrain(
-            checkpoint['model'], last_stage=out_indices[-1] % 4)
+            checkpoint['model'], last_stage=backbone.out_indices[-1])
         checkpoint = {'state_dict': classifier_state}
     else:
         cfg.load_from = args.checkpoint
+    check_model_checkpoint(checkpoint, backbone,
+                           f'checkpoint {args.checkpoint!r} (for {args.config})')
+    del checkpoint, backbone
 
     setup_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    if args.tta:
-        model = model.module  # the TTA wrapper's inner model
-    check_checkpoint_fits(model, checkpoint, args.checkpoint, args.config)
-    del checkpoint
+    runner = build_runner(cfg)
     if classifier_state is not None:
         # The released classifier, converted: every key must find its place.
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if args.tta:
+            model = model.module  # the TTA wrapper's inner model
         load_state_dict(model, classifier_state, strict=True, logger='current')
-    return runner.test()
+    with local_checkpoint_policy():
+        return runner.test()
 
 
 def main(argv=None):
     args = parse_args(argv)
-    trust_local_checkpoints()
     return run(build_cfg(args), args)
 
 

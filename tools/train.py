@@ -7,6 +7,9 @@
 mmdet, mmseg and mmpretrain configs all run through ``Runner.from_cfg``, which
 takes the registries of the config's ``default_scope``. Importing ``mmspatial``
 registers the backbone, so a config needs no ``custom_imports`` for this tool.
+Every checkpoint the run will read (``load_from`` or ``--resume``, the
+backbone's pretrained one) is read and checked against the config's backbone
+before the Runner is built.
 """
 import argparse
 import os
@@ -14,15 +17,13 @@ import os.path as osp
 import sys
 
 from mmengine.config import DictAction
-from mmengine.model import is_model_wrapper
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import find_latest_checkpoint
 
-import mmspatial  # noqa: F401  (registers SpatialMamba)
-from _checks import (InputError, backbone_cfg, check_checkpoint_fits,
-                     check_data_roots, check_pretrained, load_checkpoint,
-                     load_config, setup_cpu_distributed,
-                     trust_local_checkpoints)
+from mmspatial.errors import InputError
+from mmspatial.models.checkpoint import local_checkpoint_policy
+from mmspatial.utils import (backbone_cfg, build_runner, check_checkpoints,
+                             check_data_roots, check_pretrained, load_config,
+                             setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -50,7 +51,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    """The config with the command line applied, checked before anything is built."""
+    """The config with the command line applied, its paths checked."""
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -60,12 +61,13 @@ def build_cfg(args):
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
+    if args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+        # Without a path, the latest checkpoint of the work dir, as mmengine
+        # would find it; named here so that it is checked like any other, and
+        # none means a fresh start.
+        cfg.load_from = (find_latest_checkpoint(cfg.work_dir)
+                         if args.resume == 'auto' else args.resume)
 
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
@@ -77,7 +79,7 @@ def build_cfg(args):
         if not cfg.get('load_from'):
             raise
         # Everything the backbone's init would load is overwritten by load_from
-        # (whose backbone main() checks against the model), so do without it.
+        # (checked against the model by check_checkpoints), so do without it.
         print(f'note: the backbone\'s pretrained checkpoint is missing; not '
               f'needed, the weights come from {cfg.load_from}')
         backbone_cfg(cfg).init_cfg = None
@@ -85,22 +87,17 @@ def build_cfg(args):
 
 
 def run(cfg, args):
-    """Build the Runner for ``cfg``, check what it loads against it and train."""
-    checkpoint = load_checkpoint(cfg.load_from) if cfg.get('load_from') else None
-
+    """Check what the run loads, build the Runner for ``cfg`` and train."""
+    check_checkpoints(cfg, args.config)
     setup_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if checkpoint is not None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        check_checkpoint_fits(model, checkpoint, cfg.load_from, args.config)
-        del checkpoint
-    runner.train()
+    runner = build_runner(cfg)
+    with local_checkpoint_policy():
+        runner.train()
     return runner
 
 
 def main(argv=None):
     args = parse_args(argv)
-    trust_local_checkpoints()
     return run(build_cfg(args), args)
 
 

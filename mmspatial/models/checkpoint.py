@@ -1,4 +1,8 @@
-"""From released Spatial-Mamba checkpoints to this package's modules.
+"""Checkpoints: reading a file, finding the backbone in it, checking its arch.
+
+Everything that reads a checkpoint goes through this module: the backbone's
+``init_cfg`` (:func:`load_backbone_checkpoint`), the tools, and, inside
+:func:`local_checkpoint_policy`, mmengine's Runner (``load_from``, resume).
 
 Released files come in three forms, all loaded as they are:
 
@@ -8,17 +12,107 @@ Released files come in three forms, all loaded as they are:
 * a plain backbone state dict.
 
 The key names of the backbone are the reference's, so the mapping is a small
-set of visible rules, not a renaming table.
+set of visible rules, not a renaming table. Every problem is an
+:class:`~mmspatial.errors.InputError` that names the file.
 """
 import logging
 import os.path as osp
 import pickle
 import re
+from contextlib import contextmanager
 
 import torch
+from mmengine.logging import print_log
+
+from ..errors import InputError, MissingFileError
 
 CLASSIFIER_ONLY_PREFIXES = ('head.', 'norm.')
 
+
+# ------------------------------------------------------------------ reading
+
+def load_checkpoint_file(filename, map_location='cpu'):
+    """The checkpoint dict in ``filename``, read with one unpickling policy.
+
+    Local files are read with ``torch.load(weights_only=True)`` first. Released
+    checkpoints often also pickle their training config, and mmengine's own
+    hold its message hub and numpy values, which that refuses (torch >= 2.6);
+    such a file, named by the user as a checkpoint, is then read with
+    ``weights_only=False`` and a warning that says so. Remote files go through
+    mmengine's ``CheckpointLoader``.
+
+    Raises:
+        MissingFileError: the local file does not exist.
+        InputError: it cannot be read (truncated, corrupted, not a PyTorch
+            file) or holds no dict.
+    """
+    if '://' in filename:
+        from mmengine.runner import CheckpointLoader
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    else:
+        checkpoint = _load_local(osp.expanduser(filename), map_location)
+    if not isinstance(checkpoint, dict):
+        raise InputError(f'{filename!r} is not a checkpoint (a dict of tensors, or '
+                         f'one under "state_dict" or "model"), it holds a '
+                         f'{type(checkpoint).__name__}')
+    return checkpoint
+
+
+def _load_local(filename, map_location):
+    if not osp.isfile(filename):
+        raise MissingFileError(f'checkpoint not found: {filename!r}')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        refusal = error  # objects besides tensors, or not a pickle at all
+    except Exception as error:
+        raise _unreadable(filename, error) from error
+    try:
+        checkpoint = torch.load(filename, map_location=map_location, weights_only=False)
+    except Exception as error:
+        raise _unreadable(filename, error) from error
+    print_log(f'{filename!r} holds pickled objects besides tensors '
+              f'({_first_line(refusal)}); read with weights_only=False because it '
+              'was named as a checkpoint: only use files you trust',
+              logger='current', level=logging.WARNING)
+    return checkpoint
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _unreadable(filename, error):
+    return InputError(f'checkpoint {filename!r} could not be read (truncated, '
+                      f'corrupted or not a PyTorch file?): {type(error).__name__}: '
+                      f'{_first_line(error)}')
+
+
+@contextmanager
+def local_checkpoint_policy():
+    """Inside the block, mmengine reads local checkpoints as
+    :func:`load_checkpoint_file` does.
+
+    mmengine 0.10.7 calls ``torch.load(file)``, which since torch 2.6 refuses
+    every checkpoint mmengine itself saves (open-mmlab/mmengine#1655). The
+    tools run the Runner inside this block, so that ``load_from`` and resume
+    read files with the same policy and errors as the rest of the package; the
+    previous loader is registered again on the way out.
+    """
+    from mmengine.runner import CheckpointLoader
+
+    def load_from_local(filename, map_location):  # mmengine logs the name's end
+        return load_checkpoint_file(filename, map_location)
+
+    previous = CheckpointLoader._schemes['']
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    try:
+        yield
+    finally:
+        CheckpointLoader.register_scheme(prefixes='', loader=previous, force=True)
+
+
+# ------------------------------------------------------------- released forms
 
 def _strip_prefix(state_dict, prefix):
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -41,8 +135,6 @@ def extract_backbone_state_dict(checkpoint):
         found, and the keys dropped because they belong to another part of the
         model (classifier head and final norm, detector neck/heads).
     """
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f'a checkpoint must be a dict, got {type(checkpoint).__name__}')
     if 'model' in checkpoint and isinstance(checkpoint['model'], dict):
         state_dict, form = checkpoint['model'], 'classifier (official, key "model")'
     elif 'state_dict' in checkpoint and isinstance(checkpoint['state_dict'], dict):
@@ -57,6 +149,13 @@ def extract_backbone_state_dict(checkpoint):
     backbone = {k: v for k, v in state_dict.items()
                 if not k.startswith(CLASSIFIER_ONLY_PREFIXES)}
     return backbone, form, dropped
+
+
+def is_official_classifier(checkpoint):
+    """A released ImageNet checkpoint: ``{'model': {..., 'head.weight'}}``."""
+    model = checkpoint.get('model')
+    return (isinstance(model, dict) and 'head.weight' in model
+            and 'state_dict' not in checkpoint)
 
 
 def official_classifier_to_mmpretrain(state_dict, last_stage=3):
@@ -81,31 +180,7 @@ def official_classifier_to_mmpretrain(state_dict, last_stage=3):
     return converted
 
 
-def load_checkpoint_file(filename):
-    """Load a checkpoint on the CPU; a local path that does not exist is an error.
-
-    Local files are read with ``torch.load(weights_only=True)`` first. Released
-    checkpoints often also pickle their training config or optimizer objects,
-    which that refuses (torch >= 2.6); such a file, named explicitly by the
-    user, is then read as torch < 2.6 did, with a warning that says so.
-    Remote files go through mmengine's ``CheckpointLoader``.
-    """
-    if '://' in filename:
-        from mmengine.runner import CheckpointLoader
-        return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'SpatialMamba: pretrained checkpoint not found: '
-                                f'{filename!r}')
-    try:
-        return torch.load(filename, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        from mmengine.logging import print_log
-        print_log(f'SpatialMamba: {filename!r} holds pickled objects besides tensors '
-                  f'({str(error).splitlines()[0]}); loading it with '
-                  'weights_only=False because it was named as the checkpoint: only '
-                  'use files you trust', logger='current', level=logging.WARNING)
-        return torch.load(filename, map_location='cpu', weights_only=False)
-
+# --------------------------------------------------------------------- arch
 
 def stage_depths(state_dict):
     """Blocks per stage found in a state dict, e.g. [2, 4, 8, 4]."""
@@ -118,24 +193,125 @@ def stage_depths(state_dict):
     return [blocks.get(i, 0) for i in range(max(blocks, default=-1) + 1)]
 
 
-def check_fits(model_state, state_dict, source):
-    """Raise ``ValueError`` unless ``state_dict`` is a backbone of the model's
-    arch: some keys shared, the same blocks per stage, the same tensor shapes."""
+def detect_arch(state_dict):
+    """``dict(dims=[...], depths=[...])`` read off a backbone state dict."""
+    depths = stage_depths(state_dict)
+    if not depths:
+        raise InputError('not a Spatial-Mamba backbone: no layers.<i>.blocks.* tensors')
+    try:
+        dims = [state_dict[f'layers.{i}.blocks.0.cpe1.weight'].shape[0]
+                for i in range(len(depths))]
+    except KeyError as missing:
+        raise InputError(f'not a Spatial-Mamba backbone: no {missing} tensor') from None
+    return dict(dims=dims, depths=depths)
+
+
+def _listed(keys, limit=4):
+    more = f', ... ({len(keys)} in all)' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def check_fits(model_state, state_dict, source, strict=False):
+    """Raise ``InputError`` unless ``state_dict`` is a backbone of the model's
+    arch: some keys shared, the same blocks per stage, the same tensor shapes,
+    and with ``strict`` the same keys.
+
+    Args:
+        model_state (dict): the model's state dict (only shapes are read).
+        state_dict (dict): the checkpoint's backbone state dict.
+        source (str): the checkpoint, as the message names it.
+        strict (bool): missing and unexpected keys are errors too (for
+            checkpoints of the whole model, which mmengine loads with warnings).
+    """
     common = [k for k in state_dict if k in model_state]
     if not common:
-        sample = ', '.join(list(state_dict)[:5])
-        raise ValueError(f'{source} holds no SpatialMamba backbone weights '
-                         f'(its first keys: {sample})')
+        raise InputError(f'{source} holds no SpatialMamba backbone weights '
+                         f'(its first keys: {", ".join(list(state_dict)[:5])})')
+    problems = []
     depths, model_depths = stage_depths(state_dict), stage_depths(model_state)
     if depths != model_depths:
-        raise ValueError(f'{source} has {depths} blocks per stage, the model '
-                         f'{model_depths}: a checkpoint of another arch')
-    mismatched = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-                  f'{tuple(model_state[k].shape)}'
-                  for k in common if tuple(state_dict[k].shape) != tuple(model_state[k].shape)]
-    if mismatched:
-        shown = '\n  '.join(mismatched[:10])
-        more = f'\n  ... and {len(mismatched) - 10} more' if len(mismatched) > 10 else ''
-        raise ValueError(f'{source} does not fit this SpatialMamba arch: '
-                         f'{len(mismatched)} tensors differ in shape '
-                         f'(a checkpoint of another arch?):\n  {shown}{more}')
+        problems.append(f'the checkpoint has {depths} blocks per stage, the '
+                        f'model {model_depths}')
+    groups = []
+    if strict:
+        groups += [('missing in the checkpoint', sorted(set(model_state) - set(state_dict))),
+                   ('not in the model', sorted(set(state_dict) - set(model_state)))]
+    groups.append(('of other shape (checkpoint vs model)', [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(model_state[k].shape)}'
+        for k in sorted(common)
+        if hasattr(state_dict[k], 'shape')
+        and tuple(state_dict[k].shape) != tuple(model_state[k].shape)]))
+    problems += [f'{len(keys)} {what}: {_listed(keys)}' for what, keys in groups if keys]
+    if problems:
+        arch = detect_arch(model_state)
+        raise InputError(f'{source} does not fit this SpatialMamba arch (dims '
+                         f'{arch["dims"]}, depths {arch["depths"]}): is it a '
+                         f'checkpoint of another arch?\n  ' + '\n  '.join(problems))
+
+
+# ---------------------------------------------------------------- loading
+
+def checkpoint_filter_fn(checkpoint, model, source='checkpoint'):
+    """The backbone state dict for ``model`` inside ``checkpoint``, checked.
+
+    Args:
+        checkpoint (dict): a loaded file of any released form.
+        model (SpatialMamba): the backbone the weights are for.
+        source (str): the checkpoint, as messages name it.
+
+    Returns:
+        dict: the backbone's tensors, for ``model.load_state_dict(...,
+        strict=False)`` (a released classifier has no per-stage output norms).
+        The form found and the keys of other model parts are logged.
+    """
+    state_dict, form, dropped = extract_backbone_state_dict(checkpoint)
+    check_fits(model.state_dict(), state_dict, f'{source} ({form})')
+    print_log(f'SpatialMamba: reading {source}, form: {form}', logger='current')
+    if dropped:
+        print_log(f'SpatialMamba: ignored {len(dropped)} keys of other model parts '
+                  f'(e.g. {", ".join(dropped[:4])})', logger='current')
+    return state_dict
+
+
+def load_backbone_checkpoint(model, filename):
+    """Load the backbone weights of the checkpoint ``filename`` into ``model``.
+
+    Missing, unexpected and dropped keys are logged; a missing or unreadable
+    file, or tensors that do not fit the arch, raise ``InputError``.
+    """
+    source = f'checkpoint {filename!r}'
+    state_dict = checkpoint_filter_fn(load_checkpoint_file(filename), model, source)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    print_log(f'SpatialMamba: loaded {len(state_dict) - len(unexpected)} tensors '
+              f'from {source}', logger='current')
+    new = [k for k in missing if k.startswith('outnorm')]
+    absent = [k for k in missing if not k.startswith('outnorm')]
+    if new:
+        print_log(f'SpatialMamba: newly initialised output norms (not in the '
+                  f'checkpoint): {", ".join(new)}', logger='current')
+    if absent:
+        print_log(f'SpatialMamba: missing keys in {source}: {", ".join(absent)}',
+                  logger='current', level=logging.WARNING)
+    if unexpected:
+        print_log(f'SpatialMamba: unexpected keys in {source}: '
+                  f'{", ".join(unexpected)}', logger='current', level=logging.WARNING)
+
+
+def check_model_checkpoint(checkpoint, backbone, source):
+    """Raise ``InputError`` unless the ``backbone.*`` tensors of a whole-model
+    ``checkpoint`` are exactly those of ``backbone``: same keys, same shapes.
+
+    mmengine loads a whole-model checkpoint non-strictly and only warns about
+    what did not fit; for the backbone that means evaluating or fine-tuning a
+    half-random network, so it is an error here.
+    """
+    state_dict = strip_ddp_prefix(checkpoint.get('state_dict', checkpoint))
+    theirs = _strip_prefix(state_dict, 'backbone.')
+    if not theirs:
+        hint = (' It looks like an ImageNet classifier: use it as the backbone\'s '
+                'init_cfg checkpoint for training, or evaluate it with a '
+                'configs/classification config.' if is_official_classifier(checkpoint)
+                else '')
+        raise InputError(f'{source} has no backbone.* weights (its first keys: '
+                         f'{", ".join(list(state_dict)[:4])}).{hint}')
+    check_fits(backbone.state_dict(), theirs, source, strict=True)

@@ -1,11 +1,16 @@
 """``init_cfg=dict(type='Pretrained', ...)`` with every released form, and the
 errors for files that are missing or of another arch."""
+import re
+
 import pytest
 import torch
 
 from mmspatial.models import SpatialMamba
+from mmspatial.models import checkpoint as checkpoint_module
 from mmspatial.models.backbones import spatial_mamba as backbone_module
-from mmspatial.models.checkpoint import extract_backbone_state_dict, stage_depths
+from mmspatial.errors import InputError
+from mmspatial.models.checkpoint import (checkpoint_filter_fn, extract_backbone_state_dict,
+                                         local_checkpoint_policy, stage_depths)
 
 from .test_spatial_mamba import randomize_
 
@@ -14,10 +19,11 @@ ARCH = dict(dims=8, depths=[1, 2, 1, 1])
 
 @pytest.fixture
 def messages(monkeypatch):
-    """Everything the backbone logs while loading."""
+    """Everything the backbone and the checkpoint module log while loading."""
     logged = []
-    monkeypatch.setattr(backbone_module, 'print_log',
-                        lambda msg, logger=None, level=None: logged.append(msg))
+    for module in (backbone_module, checkpoint_module):
+        monkeypatch.setattr(module, 'print_log',
+                            lambda msg, logger=None, level=None: logged.append(msg))
     return logged
 
 
@@ -146,3 +152,51 @@ def test_checkpoint_with_pickled_objects_loads_with_a_warning(tmp_path, source):
     assert_same_weights(model, source)
     assert any('weights_only=False' in r.getMessage() and r.levelno == logging.WARNING
                for r in records)
+
+
+def test_unreadable_file_is_one_clear_error(unreadable_checkpoint, messages):
+    """No warning about pickled objects, no raw torch error: the file is named
+    and said to be unreadable."""
+    path = str(unreadable_checkpoint)
+    model = SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(InputError, match=re.escape(f"checkpoint '{path}' could not be read")):
+        model.init_weights()
+    assert not any('pickled objects' in m for m in messages)
+
+
+def test_file_without_a_dict_is_an_error(tmp_path):
+    path = tmp_path / 'tensor.pth'
+    torch.save(torch.zeros(3), path)
+    model = SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(InputError, match='is not a checkpoint.*holds a Tensor'):
+        model.init_weights()
+
+
+def test_checkpoint_filter_fn_returns_the_backbone_of_any_form(source):
+    classifier = official_classifier(source)
+    state = checkpoint_filter_fn(classifier, source)
+    assert set(state) == {k for k in source.state_dict() if not k.startswith('outnorm')}
+    mmdet = {'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}}
+    assert set(checkpoint_filter_fn(mmdet, source)) == set(source.state_dict())
+    wider = SpatialMamba(arch=dict(dims=16, depths=[1, 2, 1, 1]))
+    with pytest.raises(InputError, match='does not fit this SpatialMamba arch'):
+        checkpoint_filter_fn(classifier, wider)
+
+
+def test_mmengine_reads_local_files_with_the_same_policy(tmp_path, source,
+                                                        unreadable_checkpoint):
+    """Inside ``local_checkpoint_policy`` mmengine's loader takes files with
+    pickled objects (mmengine's own checkpoints) and names unreadable ones;
+    outside it, its own loader is back."""
+    import argparse
+
+    from mmengine.runner import CheckpointLoader
+    original = CheckpointLoader._schemes['']
+    path = tmp_path / 'with_config.pth'
+    torch.save({'state_dict': source.state_dict(), 'config': argparse.Namespace(lr=1)}, path)
+    with local_checkpoint_policy():
+        checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+        with pytest.raises(InputError, match='could not be read'):
+            CheckpointLoader.load_checkpoint(str(unreadable_checkpoint), map_location='cpu')
+    assert checkpoint['config'].lr == 1
+    assert CheckpointLoader._schemes[''] is original

@@ -1,9 +1,8 @@
 """Fixtures of the configs' and tools' tests: tiny data sets in the real
-formats, the tools as importable modules, one CPU thread."""
-import glob
-import importlib.util
+formats, the tool scripts run in this process, one CPU thread."""
 import os.path as osp
-import sys
+import runpy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,45 +20,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def restore_checkpoint_loaders():
-    """The tools register their own local-file loader with mmengine (see
-    tools/_checks.py, trust_local_checkpoints): undo it after each test."""
-    try:
-        from mmengine.runner.checkpoint import CheckpointLoader
-    except ImportError:
-        yield
-        return
-    schemes = CheckpointLoader._schemes.copy()
-    yield
-    CheckpointLoader._schemes = schemes
-
-
-def _import_file(module_name, path):
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='session')
 def tools():
-    """Load a tool script as a module: ``tools('test')`` is tools/test.py.
+    """A tool script as a namespace: ``tools('test').main([...])`` runs
+    tools/test.py in this process (without its ``__main__`` block)."""
+    loaded = {}
 
-    The scripts import their private sibling helpers (``_checks``, ...) as
-    top-level modules, as they do when run as scripts; those are imported
-    first, by name, so that sys.path stays as it is. The tools themselves
-    get names of their own (``test`` and ``train`` are too common)."""
     def load(name, folder=TOOLS):
-        for helper in sorted(glob.glob(osp.join(folder, '_*.py'))):
-            helper_name = osp.splitext(osp.basename(helper))[0]
-            if helper_name not in sys.modules:
-                _import_file(helper_name, helper)
-        module_name = f'mmspatial_tools_{name}'
-        if module_name not in sys.modules:
-            _import_file(module_name, osp.join(folder, f'{name}.py'))
-        return sys.modules[module_name]
+        path = osp.join(folder, f'{name}.py')
+        if path not in loaded:
+            loaded[path] = SimpleNamespace(**runpy.run_path(path))
+        return loaded[path]
     return load
 
 

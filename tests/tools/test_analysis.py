@@ -64,7 +64,7 @@ def test_flops_backbone_only_of_a_config(get_flops):
 
 def test_analysis_tools_name_a_missing_config(tools):
     benchmark = tools('benchmark', ANALYSIS)
-    with pytest.raises(benchmark.ConfigError, match="config file not found: 'nope.py'"):
+    with pytest.raises(benchmark.InputError, match="config file not found: 'nope.py'"):
         benchmark.main(['nope.py'])
 
 

@@ -3,6 +3,7 @@ the configs through mmengine's Runner, and bad inputs (a missing config,
 data root or checkpoint, a checkpoint of another arch) stop them with a
 message that names the culprit and the fix."""
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,9 @@ pytest.importorskip('mmseg')
 pytest.importorskip('mmpretrain')
 
 from mmengine.config import Config  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmspatial.errors import InputError  # noqa: E402
 
 from mmspatial.models import SpatialMamba  # noqa: E402
 
@@ -148,6 +152,93 @@ def test_released_classifier_of_another_arch_is_an_error(tools, data, tmp_path,
         test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
 
 
+def unreadable_message(path):
+    return re.escape(f"checkpoint '{path}' could not be read")
+
+
+def test_unreadable_checkpoint_is_one_clear_error(tools, data, tmp_path, unreadable_checkpoint):
+    """A truncated or corrupted file: every tool that reads a checkpoint names
+    it and says it could not be read, before any Runner is built."""
+    train, test, convert = tools('train'), tools('test'), tools('convert_checkpoint')
+    erf_tool = tools('visualize_erf', osp.join(TOOLS, 'analysis'))
+    path = str(unreadable_checkpoint)
+    config = dump(use_data(Config.fromfile(SEG_T), data), tmp_path / 'seg.py')
+    work_dir = ['--work-dir', str(tmp_path / 'work')]
+    with pytest.raises(InputError, match=unreadable_message(path)):
+        test.main([config, path] + work_dir)
+    with pytest.raises(InputError, match=unreadable_message(path)):  # load_from
+        train.main([config, '--resume', path] + work_dir)
+    with pytest.raises(InputError, match=unreadable_message(path)):  # init_cfg
+        train.main([config, '--cfg-options', f'model.backbone.init_cfg.checkpoint={path}']
+                   + work_dir)
+    with pytest.raises(InputError, match=unreadable_message(path)):
+        convert.main([path, str(tmp_path / 'out.pth'), '--to', 'backbone'])
+    with pytest.raises(InputError, match=unreadable_message(path)):
+        erf_tool.main(['--arch', 't', '--checkpoint', path, '--out', str(tmp_path / 'erf.png')])
+
+
+def test_unreadable_checkpoint_on_the_command_line(unreadable_checkpoint, tmp_path):
+    result = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'convert_checkpoint.py'), str(unreadable_checkpoint),
+         str(tmp_path / 'out.pth'), '--to', 'backbone'],
+        capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 1
+    assert re.match('convert_checkpoint.py: error: ' + unreadable_message(unreadable_checkpoint),
+                    result.stderr.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def no_runner(monkeypatch):
+    """Building a Runner fails the test: the checks must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError('the Runner was built before the checkpoint was checked')
+    monkeypatch.setattr(Runner, 'from_cfg', refuse)
+
+
+def test_checkpoints_of_another_arch_stop_before_the_runner(tools, data, tmp_path, no_runner):
+    """The checkpoint to test, to resume or load from, and the backbone's
+    pretrained one, each of another arch (T for an S config)."""
+    train, test = tools('train'), tools('test')
+    tiny = SpatialMamba('tiny').state_dict()
+    whole = tmp_path / 'upernet_t.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in tiny.items()}}, whole)
+    backbone = tmp_path / 'backbone_t.pth'
+    torch.save(tiny, backbone)
+    config = dump(use_data(Config.fromfile(SEG_S), data), tmp_path / 'seg_s.py')
+    work_dir = ['--work-dir', str(tmp_path / 'work')]
+    depths = r'depths \[2, 4, 21, 5\]\): is it a checkpoint of another arch'
+    with pytest.raises(InputError, match=depths):
+        test.main([config, str(whole)] + work_dir)
+    with pytest.raises(InputError, match=depths):
+        train.main([config, '--resume', str(whole)] + work_dir)
+    with pytest.raises(InputError, match=depths):
+        train.main([config, '--cfg-options', f'model.backbone.init_cfg.checkpoint={backbone}']
+                   + work_dir)
+
+
+def test_resume_without_a_path_needs_no_pretrained_checkpoint(tools, data, tmp_path):
+    """``--resume`` alone takes the work dir's latest checkpoint, whose weights
+    replace the ImageNet ones: a missing pretrained file is then no error. With
+    no checkpoint in the work dir, training starts afresh and needs it."""
+    train = tools('train')
+    cfg = small_train_images(small_images(shrink(use_data(Config.fromfile(CLS_T), data))))
+    cfg.train_dataloader.batch_size = 2
+    cfg.train_cfg = dict(by_epoch=False, max_iters=1, val_interval=100)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
+    work_dir = str(tmp_path / 'work')
+    assert train.main([dump(cfg, tmp_path / 'cls.py'), '--work-dir', work_dir]).iter == 1
+
+    missing = str(tmp_path / 'imagenet.pth')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=missing)
+    config = dump(cfg, tmp_path / 'cls_pretrained.py')
+    resumed = train.main([config, '--work-dir', work_dir, '--resume',
+                          '--cfg-options', 'train_cfg.max_iters=2'])
+    assert resumed.iter == 2 and resumed.cfg.load_from.endswith('iter_1.pth')
+    with pytest.raises(InputError, match=re.escape(f"pretrained checkpoint '{missing}'")):
+        train.main([config, '--work-dir', str(tmp_path / 'fresh'), '--resume'])
+
+
 # ------------------------------------------------------------------ runs
 
 def test_released_classifier_evaluates_as_it_is(tools, data, tmp_path, official_keys):
@@ -217,8 +308,8 @@ def test_convert_released_classifier(tools, tmp_path, official_keys):
     missing, unexpected = model.load_state_dict(classifier['state_dict'], strict=True)
     assert not missing and not unexpected
 
-    with pytest.raises(convert.ConversionError,
+    with pytest.raises(convert.InputError,
                        match=r'--arch s asked for .*depths \[2, 4, 21, 5\]'):
         convert.main([str(src), str(tmp_path / 'x.pth'), '--to', 'backbone', '--arch', 's'])
-    with pytest.raises(convert.ConversionError, match='needs an ImageNet classifier'):
+    with pytest.raises(convert.InputError, match='needs an ImageNet classifier'):
         convert.main([str(tmp_path / 'bb.pth'), str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])

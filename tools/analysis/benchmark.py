@@ -20,7 +20,8 @@ import time
 import torch
 from mmengine.config import DictAction
 
-from _synthetic_inputs import ConfigError, build_model, load_cfg, synthetic_batch
+from mmspatial.errors import InputError
+from mmspatial.utils import build_model, load_config, synthetic_batch
 
 DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 
@@ -96,7 +97,7 @@ def benchmark(cfg, shape, batch_size=1, warmup=5, iters=20, train_step=False,
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_cfg(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     shape = tuple(args.shape) if args.shape else DEFAULT_SHAPES[cfg.default_scope]
     batch_size = args.batch_size or (2 if args.train_step else 1)
     result = benchmark(cfg, shape, batch_size, args.warmup, args.iters,
@@ -115,5 +116,5 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except ConfigError as error:
+    except InputError as error:
         sys.exit(f'{osp.basename(__file__)}: error: {error}')

@@ -4,14 +4,10 @@
     python tools/analysis/get_flops.py CONFIG --shape 224 224 --backbone-only
     python tools/analysis/get_flops.py --arch t [--shape 224 224]
 
-The paper's figures and how to reproduce them (one FLOP = one multiply-add,
-fvcore's convention, which mmengine's FlopAnalyzer follows):
-
-    backbone T, 224x224 (4.5G):     --arch t
-    Mask R-CNN T, 1280x800 (261G):  configs/detection/maskrcnn_spatialmamba_t.py \
-                                        --shape 1280 800
-    UperNet T, 2048x512 (936G):     configs/segmentation/upernet_spatialmamba_t.py \
-                                        --shape 2048 512
+One FLOP is one multiply-add (fvcore's convention, which mmengine's
+FlopAnalyzer follows); the README's results table lists the paper's figures
+beside what this tool measures, at the paper's input sizes: 224x224 for the
+backbones, 1280x800 for Mask R-CNN, 2048x512 for UperNet.
 
 The model runs in its ``tensor`` mode: detectors through the backbone, neck,
 RPN (with its proposal selection) and the RoI heads on the proposals (mmdet's
@@ -33,7 +29,9 @@ from collections import Counter
 import torch
 from mmengine.config import DictAction
 
-from _synthetic_inputs import ConfigError, build_model, data_samples, load_cfg
+from mmspatial.errors import InputError
+from mmspatial.models import SpatialMamba
+from mmspatial.utils import build_model, data_samples, load_config
 
 
 class ModelInTensorMode(torch.nn.Module):
@@ -53,11 +51,9 @@ def build(config=None, arch=None, backbone_only=False, cfg_options=None,
           shape=(224, 224)):
     """The module to analyse, its input, and a name for it."""
     if config is None:
-        import mmspatial  # noqa: F401
-        from mmspatial.models import SpatialMamba
         model = SpatialMamba(arch)
         return model.eval(), torch.randn(1, 3, *shape), f'SpatialMamba(arch={arch!r})'
-    cfg = load_cfg(config, cfg_options)
+    cfg = load_config(config, cfg_options)
     model = build_model(cfg, backbone_only=backbone_only).eval()
     inputs = torch.randn(1, 3, *shape)
     if backbone_only:
@@ -145,5 +141,5 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except ConfigError as error:
+    except InputError as error:
         sys.exit(f'{osp.basename(__file__)}: error: {error}')

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmspatial.errors import InputError, MissingFileError
 from mmspatial.models import SpatialMamba
+from mmspatial.utils import backbone_cfg, load_config
 
 # ImageNet statistics, RGB, 0..255 (the configs' data_preprocessor).
 MEAN = (123.675, 116.28, 103.53)
@@ -37,16 +39,13 @@ STD = (58.395, 57.12, 57.375)
 def build_backbone(config=None, arch=None, stage=3, checkpoint=None):
     """The backbone of ``config`` (or ``SpatialMamba(arch)``) returning ``stage``."""
     if config is not None:
-        from mmengine.config import Config
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file not found: {config!r}')
-        backbone_cfg = dict(Config.fromfile(config).model.backbone)
-        backbone_cfg.pop('type')
+        kwargs = dict(backbone_cfg(load_config(config)))
+        kwargs.pop('type')
     else:
-        backbone_cfg = dict(arch=arch or 'tiny')
-    backbone_cfg.update(out_indices=(stage, ), init_cfg=None, drop_path_rate=0.)
-    backbone_cfg.pop('frozen_stages', None)
-    model = SpatialMamba(**backbone_cfg)
+        kwargs = dict(arch=arch or 'tiny')
+    kwargs.update(out_indices=(stage, ), init_cfg=None, drop_path_rate=0.)
+    kwargs.pop('frozen_stages', None)
+    model = SpatialMamba(**kwargs)
     if checkpoint is not None:
         model.load_pretrained(checkpoint)
     return model.eval()
@@ -64,7 +63,7 @@ def load_images(pattern, size, num_images, seed=0):
     files = sorted(f for f in glob.glob(pattern)
                    if f.lower().endswith(('.jpg', '.jpeg', '.png', '.bmp')))
     if not files:
-        raise FileNotFoundError(f'no images (.jpg/.jpeg/.png/.bmp) match {pattern!r}')
+        raise MissingFileError(f'no images (.jpg/.jpeg/.png/.bmp) match {pattern!r}')
     images = []
     for f in files[:num_images]:
         bgr = cv2.imread(f, cv2.IMREAD_COLOR)
@@ -185,5 +184,5 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except FileNotFoundError as error:
+    except InputError as error:
         sys.exit(f'{osp.basename(__file__)}: error: {error}')

@@ -13,7 +13,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import check_fits, extract_backbone_state_dict, load_checkpoint_file
+from ..checkpoint import load_backbone_checkpoint
 from ..layers import Downsample, SpatialMambaBlock, Stem
 
 NUM_STAGES = 4
@@ -183,32 +183,9 @@ class SpatialMamba(BaseModule):
             super().init_weights()
 
     def load_pretrained(self, filename):
-        """Load a released checkpoint of any form (see ``mmspatial.models.checkpoint``).
-
-        Missing, unexpected and dropped keys are logged; tensors that do not fit
-        the arch raise ``ValueError``; a missing file raises ``FileNotFoundError``.
-        """
-        checkpoint = load_checkpoint_file(filename)
-        state_dict, form, dropped = extract_backbone_state_dict(checkpoint)
-        source = f'checkpoint {filename!r} ({form})'
-        check_fits(self.state_dict(), state_dict, source)
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        print_log(f'SpatialMamba: loaded {len(state_dict) - len(unexpected)} tensors '
-                  f'from {source}', logger='current')
-        if dropped:
-            print_log(f'SpatialMamba: ignored {len(dropped)} keys of other model parts '
-                      f'(e.g. {", ".join(dropped[:4])})', logger='current')
-        new = [k for k in missing if k.startswith('outnorm')]
-        absent = [k for k in missing if not k.startswith('outnorm')]
-        if new:
-            print_log(f'SpatialMamba: newly initialised output norms (not in the '
-                      f'checkpoint): {", ".join(new)}', logger='current')
-        if absent:
-            print_log(f'SpatialMamba: missing keys in {source}: {", ".join(absent)}',
-                      logger='current', level=logging.WARNING)
-        if unexpected:
-            print_log(f'SpatialMamba: unexpected keys in {source}: '
-                      f'{", ".join(unexpected)}', logger='current', level=logging.WARNING)
+        """Load a checkpoint of any released form: see
+        :func:`mmspatial.models.checkpoint.load_backbone_checkpoint`."""
+        load_backbone_checkpoint(self, filename)
 
     # --------------------------------------------------------------- forward
     def _check_input(self, x):

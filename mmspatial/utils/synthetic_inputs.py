@@ -1,4 +1,4 @@
-"""Models of a config and synthetic batches for them, for get_flops/benchmark.
+"""Synthetic batches for a config's model (tools/analysis: FLOPs, benchmark).
 
 A batch here is what a dataloader would hand to ``model.test_step`` /
 ``model.train_step``: ``{'inputs': [uint8 (3, H, W), ...], 'data_samples':
@@ -6,46 +6,7 @@ A batch here is what a dataloader would hand to ``model.test_step`` /
 training step, one ground-truth object / label map / label per image), so the
 real data preprocessor, heads and post-processing run.
 """
-import os.path as osp
-
 import torch
-
-SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
-
-
-class ConfigError(Exception):
-    """The config cannot be used here; the message says why."""
-
-
-def load_cfg(path, cfg_options=None):
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        raise ConfigError(f'config file not found: {path!r}')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ConfigError(f'{path}: default_scope {scope!r} is none of {SCOPES}')
-    return cfg
-
-
-def build_model(cfg, backbone_only=False):
-    """The config's model (or its backbone) without pretrained weights, with
-    SyncBN turned into BN (there is no process group here)."""
-    import mmspatial  # noqa: F401  (registers SpatialMamba)
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(cfg.default_scope)
-    # init_weights() is not called: no checkpoint is read
-    if backbone_only:
-        model = MODELS.build(cfg.model.backbone)
-    else:
-        model_cfg = cfg.model.copy()
-        if cfg.get('data_preprocessor'):  # as the Runner does
-            model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-        model = MODELS.build(model_cfg)
-    return revert_sync_batchnorm(model)
 
 
 def data_samples(scope, batch_size, height, width, with_gt=False):
