@@ -27,9 +27,11 @@ import time
 
 import torch
 
-from mmspatial.ops import selective_scan as scan_mod
-from mmspatial.ops import state_fusion as fusion_mod
-from mmspatial.ops import structure_aware_ssm as ssm_mod
+from mmspatial.ops.selective_scan import (CHUNK, _chunking, selective_scan_ref,
+                                          selective_scan_torch)
+from mmspatial.ops.state_fusion import state_fusion_torch
+from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm_ref,
+                                               structure_aware_ssm_torch)
 from mmspatial.ops.benchmarking import (forward_backward, fused_args, scan_args, ssm_inputs,
                                         time_cpu, time_side_by_side)
 
@@ -56,9 +58,9 @@ def cpu_report(args):
     u_cl, delta_cl, _, _, _ = scan_args(x_cl)
     with torch.no_grad():
         (ref_t, ref_min), (fast_t, fast_min), (fast_cl_t, fast_cl_min) = time_side_by_side([
-            lambda: scan_mod.selective_scan_ref(u, delta, A, B, bias),
-            lambda: scan_mod.selective_scan_torch(u, delta, A, B, bias),
-            lambda: scan_mod.selective_scan_torch(u_cl, delta_cl, A, B, bias)],
+            lambda: selective_scan_ref(u, delta, A, B, bias),
+            lambda: selective_scan_torch(u, delta, A, B, bias),
+            lambda: selective_scan_torch(u_cl, delta_cl, A, B, bias)],
             args.repeats)
     lines += [f'Selective scan, batch {batch}, D = {channels}, L = {height * width}, N = 1, '
               f'softplus on, forward, {args.repeats} runs of each, alternating:', '',
@@ -73,7 +75,7 @@ def cpu_report(args):
               f'{ref_min / fast_cl_min:.1f}x |', '']
 
     # 2. Spatial-Mamba-T stage shapes
-    chunks = args.chunks or [scan_mod.CHUNK]
+    chunks = args.chunks or [CHUNK]
     stages = SMOKE_T_STAGES if args.smoke else T_STAGES
     lines += [('Smoke shapes' if args.smoke else 'Spatial-Mamba-T, batch 1 at 224x224') +
               ', PyTorch backend, channels-last inputs (ms per call, median of '
@@ -90,21 +92,21 @@ def cpu_report(args):
                 memory_format=torch.channels_last)
             with torch.no_grad():
                 scan_t, _ = time_cpu(
-                    lambda: scan_mod.selective_scan_torch(*scan_in, chunk=chunk),
+                    lambda: selective_scan_torch(*scan_in, chunk=chunk),
                     args.repeats)
                 fusion_t, _ = time_cpu(
-                    lambda: fusion_mod.state_fusion_torch(states, x['kernels'], x['alpha']),
+                    lambda: state_fusion_torch(states, x['kernels'], x['alpha']),
                     args.repeats)
                 fused_t, _ = time_cpu(
-                    lambda: ssm_mod.structure_aware_ssm_torch(*fused_args(x), chunk=chunk),
+                    lambda: structure_aware_ssm_torch(*fused_args(x), chunk=chunk),
                     args.repeats)
             xg = ssm_inputs(1, channels, height, width, requires_grad=True)
             fwd_bwd_t, _ = time_cpu(forward_backward(
-                lambda *a: ssm_mod.structure_aware_ssm_torch(*a, chunk=chunk),
+                lambda *a: structure_aware_ssm_torch(*a, chunk=chunk),
                 fused_args(xg)), max(3, args.repeats // 2))
             total_fwd += blocks * fused_t
             total_fwd_bwd += blocks * fwd_bwd_t
-            steps = scan_mod._chunking(height * width, chunk)[0]
+            steps = _chunking(height * width, chunk)[0]
             lines.append(f'| {stage + 1} | {channels} | {height}x{width} | {steps} | '
                          f'{scan_t * 1e3:.2f} | {fusion_t * 1e3:.2f} | {fused_t * 1e3:.2f} '
                          f'| {fwd_bwd_t * 1e3:.2f} | {blocks} x {fused_t * 1e3:.2f} = '
@@ -113,10 +115,10 @@ def cpu_report(args):
                      f'{total_fwd_bwd * 1e3:.1f} | '
                      f'**{total_fwd * 1e3:.1f}** |')
     lines.append('')
-    return lines + backbone_share_report(ssm_mod, args)
+    return lines + backbone_share_report(args)
 
 
-def backbone_share_report(ssm_mod, args):
+def backbone_share_report(args):
     """Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T
     forward at 224x224, batch 1: the PyTorch backend's fused op against the
     loop-form reference composition, alternating forwards in one run."""
@@ -136,11 +138,11 @@ def backbone_share_report(ssm_mod, args):
         return run
 
     def fast(*inputs, backend=None, **kwargs):
-        return ssm_mod.structure_aware_ssm_torch(*inputs, **kwargs)
+        return structure_aware_ssm_torch(*inputs, **kwargs)
 
     variants = [('fused op, PyTorch backend', timed(fast)),
                 ('`structure_aware_ssm_ref` (sequential-loop scan)',
-                 timed(ssm_mod.structure_aware_ssm_ref))]
+                 timed(structure_aware_ssm_ref))]
     torch.manual_seed(0)
     model = SpatialMamba(arch='T').eval()
     size = 64 if args.smoke else 224

@@ -117,3 +117,29 @@ def test_torch_backend_makes_no_transposing_copy():
     with CopyCounter(batch * channels * height * width) as counter:
         _forward_backward(structure_aware_ssm_torch, inputs)
     assert counter.transposing == []
+
+
+class HostTouches(TorchDispatchMode):
+    """Ops that touch a tensor off the ``meta`` device, or read a value to the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.touches = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {}))
+                   if isinstance(a, torch.Tensor)]
+        if func is torch.ops.aten._local_scalar_dense.default or any(
+                t.device.type != 'meta' for t in tensors):
+            self.touches.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_triton_glue_never_synchronises():
+    """On meta tensors any read of a value fails and any host-made tensor shows:
+    the forward and backward glue do neither (so they neither wait for the
+    device nor break CUDA-graph capture)."""
+    inputs = [t.requires_grad_() for t in layer_inputs(1, 8, 5, 6, torch.float16)]
+    with record_traffic(dry_run=True), HostTouches() as mode:
+        _forward_backward(structure_aware_ssm_triton, inputs)
+    assert mode.touches == []
