@@ -9,8 +9,8 @@ chunk loops and data-dependent fallbacks are never traced. Outside
 ``torch.compile`` the functions run directly (:func:`eager_or_op` for the
 forwards; :func:`op_or_gradients` for the backwards, which return their
 gradients without the custom ops' copies into input-shaped buffers): the
-custom op's Python dispatch costs about 50 us per call, a tenth of a small
-stage's op.
+custom op's Python dispatch costs a noticeable share of a small stage's op
+(benchmarks/RESULTS.md).
 """
 import torch
 

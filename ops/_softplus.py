@@ -1,10 +1,11 @@
 """Softplus for the CPU scan, in log2 units, where PyTorch's own is slow.
 
-The chunked scan works in log2 units (``exp2`` is about 3x cheaper than ``exp``
-in PyTorch's CPU kernels), so its step sizes arrive as ``z * log2(e)`` and
-leave as ``softplus(z) * log2(e)``. ``relu(z) + log1p(exp(-|z|))`` in place,
-six passes and one scratch buffer; the ``log1p`` comes from numpy where
-PyTorch's CPU kernels run AVX-512 (there PyTorch's is a scalar loop).
+The chunked scan works in log2 units (``exp2`` is cheaper than ``exp`` in
+PyTorch's CPU kernels: see benchmarks/RESULTS.md), so its step sizes arrive
+as ``z * log2(e)`` and leave as ``softplus(z) * log2(e)``.
+``relu(z) + log1p(exp(-|z|))`` in place, six passes and one scratch buffer;
+the ``log1p`` comes from numpy where PyTorch's CPU kernels run AVX-512 (there
+PyTorch's is a scalar loop).
 """
 import math
 from functools import lru_cache
@@ -22,9 +23,9 @@ def numpy_log1p_is_faster():
     """True where PyTorch's CPU kernels run with AVX-512 and numpy imports.
 
     There ``torch.log1p`` (and ``F.softplus``, built on it) runs a scalar loop,
-    about 9 ns per float32 (7 ms for 800k elements; 1.4 ms with the same
-    build's AVX2 kernels), while numpy's AVX-512 ``log1p`` (SVML, within 2
-    ulps) takes 0.35 ms. Elsewhere ``torch.log1p`` is vectorised and numpy's
+    several times slower than the same build's AVX2 kernels and than numpy's
+    vectorised AVX-512 ``log1p`` (SVML, within 2 ulps): see
+    benchmarks/RESULTS.md. Elsewhere ``torch.log1p`` is vectorised and numpy's
     is not.
     """
     if torch.backends.cpu.get_cpu_capability() != 'AVX512':
