@@ -1,6 +1,6 @@
 """tools/gpu_check.py runs end to end at --smoke shapes, every step of it.
 
-The GPU command has to work the first time a GPU is lent (its minutes are few),
+The GPU command has to work the first time it meets a GPU,
 so CI runs it on CPU tensors under the Triton interpreter: the kernels'
 values and gradients are checked as on a GPU, the timings are meaningless and
 not asserted. About three minutes on two cores.
