@@ -122,11 +122,11 @@ class SpatialMambaBlock(nn.Module):
 
     Args:
         dim (int): channels C.
-        d_state (int): SSM state size.
-        drop_path (float): stochastic-depth rate of this block.
-        mlp_ratio (float): MLP hidden width over C.
+        d_state (int): SSM state size N. Default 1.
+        drop_path (float): stochastic-depth rate of this block. Default 0.
+        mlp_ratio (float): MLP hidden width over C. Default 4.
 
-    Input and output channels-last (batch, H, W, C).
+    Input and output channels-last (batch, H, W, C); any H, W >= 1.
     """
 
     def __init__(self, dim, d_state=1, drop_path=0.0, mlp_ratio=4.0):
