@@ -1,5 +1,4 @@
 # Spatial-Mamba-S ImageNet-1K classifier: the T config with the small arch.
-# Target: top-1 84.6, 43,074,280 params, 7.1G FLOPs.
 _base_ = ['./spatialmamba_t_in1k.py']
 
 model = dict(backbone=dict(arch='small', drop_path_rate=0.3))

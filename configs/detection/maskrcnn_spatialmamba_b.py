@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN, Spatial-Mamba-B, COCO 1x: as the T config with the base
-# arch (wider: 96-192-384-768). Target: box AP 50.4 / mask AP 45.1, 115M, 494G.
+# arch (wider: 96-192-384-768).
 _base_ = ['./maskrcnn_spatialmamba_t.py']
 
 pretrained = 'checkpoints/spatialmamba_b_in1k.pth'

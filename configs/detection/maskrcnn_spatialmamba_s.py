@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN, Spatial-Mamba-S, COCO 1x: everything as the T config but
-# the arch and drop_path_rate. Target: box AP 49.2 / mask AP 44.0, 63M, 315G.
+# the arch and drop_path_rate.
 _base_ = ['./maskrcnn_spatialmamba_t.py']
 
 pretrained = 'checkpoints/spatialmamba_s_in1k.pth'

@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN, Spatial-Mamba-S, COCO 3x multi-scale: the T 3x config with
-# the small arch. Target: box AP 50.5 / mask AP 44.6.
+# the small arch.
 _base_ = ['./maskrcnn_spatialmamba_t_3x.py']
 
 pretrained = 'checkpoints/spatialmamba_s_in1k.pth'

@@ -1,5 +1,5 @@
 # UperNet, Spatial-Mamba-B, ADE20K 160k: the T config with the base arch
-# (96-192-384-768). Target: mIoU 51.8 (ss) / 52.6 (ms), 127M, 1176G.
+# (96-192-384-768).
 _base_ = ['./upernet_spatialmamba_t.py']
 
 pretrained = 'checkpoints/spatialmamba_b_in1k.pth'

@@ -1,5 +1,7 @@
 """Helpers of the configs' and tools' tests: configs pointed at tiny data and
-shrunk for a CPU."""
+shrunk for a CPU; the shipped configs as resolved dicts."""
+import glob
+import json
 import os.path as osp
 
 from mmspatial.datasets import SHAPE_CLASSES
@@ -11,6 +13,7 @@ SIZE = 64  # side of the synthetic images
 # whose point is not the size; the output channels double per stage.
 SMALL_ARCH = dict(dims=16, depths=[1, 1, 1, 1])
 SMALL_DIMS = [16, 32, 64, 128]
+RESOLVED_CONFIGS = osp.join(REPO_ROOT, 'tests', 'data', 'resolved_configs.json')
 
 
 def use_data(cfg, data):
@@ -89,3 +92,26 @@ def dump(cfg, path):
     """Write ``cfg`` as a standalone config file (what the tools take)."""
     cfg.dump(str(path))
     return str(path)
+
+
+def shipped_configs(root=REPO_ROOT):
+    """Paths of the shipped configs (demo ones included), relative to ``root``."""
+    paths = glob.glob(osp.join(root, 'configs', '[!_]*', '**', '*.py'), recursive=True)
+    return sorted(osp.relpath(path, root) for path in paths)
+
+
+def resolved_config(path):
+    """The config as mmengine resolves it (bases merged), in JSON's types."""
+    from mmengine.config import Config
+    return json.loads(json.dumps(Config.fromfile(path).to_dict(), sort_keys=True))
+
+
+def write_resolved_configs(root=REPO_ROOT):
+    """Record the resolved shipped configs of the tree at ``root`` in
+    tests/data/resolved_configs.json: run this when a recipe changes on purpose
+    (``python -c "from tests.tools.helpers import write_resolved_configs;
+    write_resolved_configs()"`` from the repository root)."""
+    resolved = {path: resolved_config(osp.join(root, path)) for path in shipped_configs(root)}
+    with open(RESOLVED_CONFIGS, 'w') as f:
+        json.dump(resolved, f, indent=1, sort_keys=True)
+        f.write('\n')

@@ -1,5 +1,7 @@
 """tools/analysis: FLOPs against the paper's, the ERF tool, the benchmark's
-bad inputs. (The benchmark's runs are in test_configs.py.)"""
+bad inputs, the backbone comparison. (The benchmark's runs are in
+test_configs.py.)"""
+import math
 import os.path as osp
 
 import pytest
@@ -83,3 +85,35 @@ def test_erf_heatmap_and_asymmetry(tools, tmp_path, data):
                    '--size', '64', '--out', str(out)])
     with pytest.raises(FileNotFoundError, match='no images'):
         erf_tool.main([config, '--images', str(tmp_path / 'none'), '--out', str(out)])
+
+
+def test_backbone_comparison_at_tiny_sizes(tools, capsys):
+    """tools/analysis/compare_backbones.py end to end at 64x64, channels-last,
+    detection included: the three models in every row, finite ratios, the
+    settings printed. No timing is asserted. Slow-ish: it builds three
+    backbones and three Mask R-CNNs."""
+    compare = tools('compare_backbones', ANALYSIS)
+    result = compare.main(['--shape', '64', '64', '--batch-sizes', '1', '2',
+                           '--repeats', '2', '--warmup', '1', '--channels-last',
+                           '--detection', '--detection-shape', '64', '64'])
+    labels = [row['label'] for row in result['rows']]
+    assert labels == ['backbone forward, batch 1, 64x64', 'backbone forward, batch 2, 64x64',
+                      'backbone forward + backward, batch 2, 64x64',
+                      'Mask R-CNN test step, batch 1, 64x64']
+    models = {'Spatial-Mamba-T', 'Swin-T', 'ConvNeXt-T'}
+    for row in result['rows']:
+        assert set(row['seconds']) == models
+        assert set(row['ratios']) == models - {'Spatial-Mamba-T'}
+        assert all(math.isfinite(ratio) and ratio > 0 for ratio in row['ratios'].values())
+    printed = capsys.readouterr().out
+    assert 'threads: 1 intra-op' in printed and 'channels-last: True' in printed
+    table = [line for line in printed.splitlines() if line.startswith('| ')]
+    assert len(table) == 1 + len(labels)
+    assert all(name in table[0] for name in models)
+
+
+def test_backbone_comparison_rejects_bad_arguments(tools):
+    compare = tools('compare_backbones', ANALYSIS)
+    for argv in (['--repeats', '0'], ['--batch-sizes', '0'], ['--shape', '64']):
+        with pytest.raises(SystemExit):
+            compare.main(argv)

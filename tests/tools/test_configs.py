@@ -7,6 +7,7 @@ through the real pipelines. The recipe values are those of SPEC section 4;
 the T configs also take a training and a test step with a small backbone.
 """
 import glob
+import json
 import os.path as osp
 
 import pytest
@@ -22,7 +23,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmspatial  # noqa: E402,F401
 
-from .helpers import REPO_ROOT, SIZE, dump, shrink, use_data  # noqa: E402
+from .helpers import (RESOLVED_CONFIGS, REPO_ROOT, SIZE, dump, resolved_config,  # noqa: E402
+                      shipped_configs, shrink, use_data)
 
 CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '[!_]*', '*.py')))
 
@@ -50,6 +52,46 @@ def name_of(path):
 
 def test_every_config_is_covered():
     assert sorted(map(name_of, CONFIGS)) == sorted(EXPECTED)
+
+
+def differences(actual, expected, prefix=''):
+    """The dotted keys (and list indices) at which two resolved configs differ.
+
+    ``_scope_`` is not compared: mmengine tags the dicts a config takes from an
+    ``mmdet::``/``mmseg::`` base with that library's scope, which is the
+    config's default scope anyway, so a dict no longer restated gains the tag.
+    """
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        keys = (set(actual) | set(expected)) - {'_scope_'}
+        return [found for key in sorted(keys)
+                for found in differences(actual.get(key, '<missing>'),
+                                         expected.get(key, '<missing>'), f'{prefix}.{key}')]
+    if isinstance(actual, list) and isinstance(expected, list) and \
+            len(actual) == len(expected):
+        return [found for i, (a, e) in enumerate(zip(actual, expected))
+                for found in differences(a, e, f'{prefix}[{i}]')]
+    return [] if actual == expected else [f'{prefix[1:]}: {actual!r} != {expected!r}']
+
+
+@pytest.fixture(scope='module')
+def recorded_configs():
+    with open(RESOLVED_CONFIGS) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize('path', shipped_configs())
+def test_config_resolves_as_recorded(path, recorded_configs):
+    """Each shipped config, resolved over its bases, is the recorded one: the
+    configs state only what differs from their bases, and a value dropped from
+    a config (or changed in a base) shows here. To change a recipe on purpose,
+    re-record with tests.tools.helpers.write_resolved_configs()."""
+    assert path in recorded_configs, f'{path} is not recorded'
+    found = differences(resolved_config(osp.join(REPO_ROOT, path)), recorded_configs[path])
+    assert not found, '\n'.join(found)
+
+
+def test_every_recorded_config_is_shipped(recorded_configs):
+    assert sorted(recorded_configs) == shipped_configs()
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=name_of)

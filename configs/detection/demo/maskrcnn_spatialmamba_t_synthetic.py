@@ -5,9 +5,7 @@
 # are the paper's; only the data, the image size, the schedule (iterations,
 # lr, warm-up, decay) and the batch size change, plus init_cfg=None (no
 # ImageNet checkpoint offline), num_classes for the 4 shapes and the RoI
-# budgets per image (below).
-# Measured on a 2-core CPU: 200 iterations in about 12 minutes, val box mAP
-# 0.0 -> 17.8, mask mAP 0.0 -> 16.1 (untrained -> trained; runs vary by ~3).
+# budgets per image (below). What it reaches: the README's demo table.
 _base_ = ['../maskrcnn_spatialmamba_t.py']
 
 data_root = 'data/synthetic/coco/'

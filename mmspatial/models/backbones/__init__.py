@@ -1,3 +1,3 @@
-from .spatial_mamba import SpatialMamba
+from .spatial_mamba import SpatialMamba, SpatialMambaBlock
 
-__all__ = ['SpatialMamba']
+__all__ = ['SpatialMamba', 'SpatialMambaBlock']

@@ -2,27 +2,163 @@
 
 Layers, order, initialisation, parameter counts and state-dict keys are those of
 the reference implementation, so its released checkpoints load as they are.
+The file reads top to bottom: the convolutional units (stem, downsampling), the
+block around the structure-aware SSM (``mmspatial.models.layers``), a stage,
+the backbone.
 """
 import logging
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_backbone_checkpoint
-from ..layers import Downsample, SpatialMambaBlock, Stem
+from ..layers import StructureAwareSSM
 
 NUM_STAGES = 4
 
 
+class ConvNormAct(nn.Module):
+    """``conv -> [BatchNorm] -> [ReLU]`` on (batch, C, H, W) tensors.
+
+    Args:
+        in_channels (int), out_channels (int), kernel_size (int), stride (int),
+        groups (int): as for ``nn.Conv2d`` (padding is ``kernel_size // 2``).
+        bias (bool): conv bias.
+        norm (bool): add a BatchNorm2d named ``norm``.
+        act (bool): end with a ReLU.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1,
+                 groups=1, bias=False, norm=True, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=kernel_size // 2, groups=groups, bias=bias)
+        self.norm = nn.BatchNorm2d(out_channels) if norm else None
+        self.act = nn.ReLU(inplace=True) if act else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.act is not None:
+            x = self.act(x)
+        return x
+
+
+class Stem(nn.Module):
+    """Image to stride-4 tokens.
+
+    conv3x3 s2 (3 -> C/2) BN ReLU; a residual pair of conv3x3 (C/2) added to its
+    input; conv3x3 s2 (C/2 -> 4C) BN ReLU; conv1x1 (4C -> C) BN.
+
+    Input (batch, in_channels, H, W); output channels-last
+    (batch, ceil(H/4), ceil(W/4), C).
+    """
+
+    def __init__(self, in_channels, embed_dim):
+        super().__init__()
+        hidden = embed_dim // 2
+        self.conv1 = ConvNormAct(in_channels, hidden, 3, stride=2)
+        self.conv2 = nn.Sequential(
+            ConvNormAct(hidden, hidden, 3),
+            ConvNormAct(hidden, hidden, 3, act=False))
+        self.conv3 = nn.Sequential(
+            ConvNormAct(hidden, embed_dim * 4, 3, stride=2),
+            ConvNormAct(embed_dim * 4, embed_dim, 1, act=False))
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x + self.conv2(x)
+        x = self.conv3(x)
+        return x.permute(0, 2, 3, 1)
+
+
+class Downsample(nn.Module):
+    """1x1 conv (C -> 8C) ReLU; depthwise 3x3 s2 ReLU; 1x1 conv (8C -> C_out) BN.
+
+    Channels-last in (batch, H, W, C) and out (batch, ceil(H/2), ceil(W/2), C_out);
+    C_out = 2C in every released model.
+    """
+
+    def __init__(self, dim, out_dim=None):
+        super().__init__()
+        out_dim = 2 * dim if out_dim is None else out_dim
+        hidden = dim * 8
+        self.conv = nn.Sequential(
+            ConvNormAct(dim, hidden, 1, bias=True, norm=False),
+            ConvNormAct(hidden, hidden, 3, stride=2, groups=hidden, bias=True,
+                        norm=False),
+            ConvNormAct(hidden, out_dim, 1, bias=True, act=False))
+
+    def forward(self, x):
+        return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class Mlp(nn.Module):
+    """Linear (C -> ratio*C), GELU, Linear (ratio*C -> C), channels-last."""
+
+    def __init__(self, dim, ratio=4.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SpatialMambaBlock(nn.Module):
+    """Conditional position encodings around a structure-aware SSM and an MLP.
+
+        x += dwconv3x3(x);  x += DropPath(SSM(LN(x)))
+        x += dwconv3x3(x);  x += DropPath(MLP(LN(x)))
+
+    Args:
+        dim (int): channels C.
+        d_state (int): SSM state size N. Default 1.
+        drop_path (float): stochastic-depth rate of this block. Default 0.
+        mlp_ratio (float): MLP hidden width over C. Default 4.
+
+    Input and output channels-last (batch, H, W, C); any H, W >= 1.
+    """
+
+    def __init__(self, dim, d_state=1, drop_path=0.0, mlp_ratio=4.0):
+        super().__init__()
+        self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attention = StructureAwareSSM(dim, d_state)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    @staticmethod
+    def _positional(conv, x):
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def forward(self, x):
+        x = x + self._positional(self.cpe1, x)
+        x = x + self.drop_path(self.self_attention(self.ln_1(x)))
+        x = x + self._positional(self.cpe2, x)
+        x = x + self.drop_path(self.mlp(self.ln_2(x)))
+        return x
+
+
 class SpatialMambaStage(nn.Module):
     """The blocks of one stage and the downsampling to ``next_dim`` channels that
-    follows it (``None`` for the last stage). ``forward`` runs the blocks only, channels-last
-    (batch, H, W, C) in and out; the backbone applies ``downsample``.
+    follows it (``None`` for the last stage).
+
+    ``forward`` takes channels-last (batch, H, W, C) and returns what the
+    backbone and the next stage need, as mmdet's ``SwinBlockSequence`` does:
+    the stage output (batch, H, W, C) and the next stage's input
+    (batch, ceil(H/2), ceil(W/2), next_dim), or None after the last stage.
     """
 
     def __init__(self, dim, depth, d_state, drop_paths, next_dim=None, with_cp=False):
@@ -38,7 +174,8 @@ class SpatialMambaStage(nn.Module):
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return x
+        next_input = self.downsample(x) if self.downsample is not None else None
+        return x, next_input
 
 
 class SpatialMamba(BaseModule):
@@ -206,11 +343,9 @@ class SpatialMamba(BaseModule):
         outs = []
         last_needed = max(self.out_indices)  # later stages would be computed for nothing
         for i, layer in enumerate(self.layers[:last_needed + 1]):
-            if i > 0:
-                x = self.layers[i - 1].downsample(x)
-            x = layer(x)
+            out, x = layer(x)
             if i in self.out_indices:
-                out = getattr(self, f'outnorm{i}')(x)
+                out = getattr(self, f'outnorm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
 
@@ -244,7 +379,8 @@ class SpatialMamba(BaseModule):
 def _reference_init(module):
     """The reference ``_init_weights``: Linear trunc-normal(0.02) with zero bias,
     LayerNorm ones/zeros. The SSM's own parameters (not Linear layers) keep the
-    initialisation ``StructureAwareSSM`` gave them. Convolutions and BatchNorm keep PyTorch's defaults, as in the reference."""
+    initialisation ``StructureAwareSSM`` gave them. Convolutions and BatchNorm
+    keep PyTorch's defaults, as in the reference."""
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

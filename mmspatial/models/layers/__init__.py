@@ -1,8 +1,5 @@
-from .block import Mlp, SpatialMambaBlock
-from .conv_norm import ConvNormAct
-from .downsample import Downsample
-from .stem import Stem
+"""Layers of Spatial-Mamba that stand on their own: the structure-aware SSM and
+its state fusion, usable in other models (registered in the ``mmspatial`` scope)."""
 from .structure_aware_ssm import StateFusion, StructureAwareSSM
 
-__all__ = ['ConvNormAct', 'Downsample', 'Mlp', 'SpatialMambaBlock', 'StateFusion',
-           'Stem', 'StructureAwareSSM']
+__all__ = ['StateFusion', 'StructureAwareSSM']

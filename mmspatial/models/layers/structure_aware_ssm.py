@@ -10,14 +10,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmspatial.ops import structure_aware_ssm
+from mmspatial.ops import state_fusion, structure_aware_ssm
 
 
 class StateFusion(nn.Module):
-    """Parameters of the fusion: one 3x3 depthwise kernel per dilation (1, 3, 5)
-    and a weight per dilation. Nothing is cached: the kernels are read on every
-    call, so evaluation always follows the current weights (the reference code
-    froze a folded kernel at the first evaluation).
+    """Structure-aware state fusion: one 3x3 depthwise kernel per dilation
+    (1, 3, 5) and a weight per dilation, with replicate borders (SPEC section 1).
+
+    Args:
+        dim (int): channels D.
+
+    Input (batch, D, H, W) -> output (batch, D, H, W) in the input's dtype.
+    Inside ``StructureAwareSSM`` the fused operator reads these parameters
+    directly; ``forward`` runs the fusion on its own, for use in other models.
+    Nothing is cached: the kernels are read on every call, so evaluation always
+    follows the current weights (the reference code froze a folded kernel at
+    the first evaluation).
     """
 
     def __init__(self, dim):
@@ -31,6 +39,9 @@ class StateFusion(nn.Module):
         """(3, dim, 3, 3) kernels for dilations 1, 3, 5."""
         return torch.stack([self.kernel_3, self.kernel_3_1, self.kernel_3_2]).squeeze(2)
 
+    def forward(self, x):
+        return state_fusion(x, self.stacked_kernels(), self.alpha)
+
 
 class StructureAwareSSM(nn.Module):
     """Structure-aware SSM on channels-last features.
@@ -42,7 +53,8 @@ class StructureAwareSSM(nn.Module):
             default ``ceil(C / 16)``.
         dt_min, dt_max, dt_init_floor (float): range of the initial step sizes.
 
-    Input (batch, H, W, C) -> output (batch, H, W, C).
+    Input (batch, H, W, C) -> output (batch, H, W, C), channels-last as in the
+    backbone's blocks; any H, W >= 1.
     """
 
     def __init__(self, dim, d_state=1, dt_rank=None, dt_min=1e-3, dt_max=1e-1,
