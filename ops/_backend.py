@@ -1,9 +1,12 @@
-"""Choosing the implementation an operator runs with: ``'triton'`` or ``'torch'``.
+"""Choosing the implementation an operator runs with: ``'triton'``, ``'torch'``
+or ``'export'``.
 
-Order of precedence: the ``backend=`` argument, then the environment variable
-``MMSPATIAL_OPS_BACKEND``, then automatic choice (Triton for CUDA tensors when
-Triton imports, PyTorch otherwise). The first call of each operator logs which
-backend runs and why, once per (operator, backend) pair.
+Order of precedence: while ``torch.onnx.export`` traces, ``'export'`` (the
+form ONNX can hold, ``structure_aware_ssm`` only); then the ``backend=``
+argument, then the environment variable ``MMSPATIAL_OPS_BACKEND``, then
+automatic choice (Triton for CUDA tensors when Triton imports, PyTorch
+otherwise). The first call of each operator logs which backend runs and why,
+once per (operator, backend) pair.
 """
 import logging
 import os
@@ -12,7 +15,8 @@ from functools import lru_cache
 import torch
 
 ENV_VAR = 'MMSPATIAL_OPS_BACKEND'
-BACKENDS = ('triton', 'torch')
+BACKENDS = ('triton', 'torch', 'export')
+EXPORTABLE = ('structure_aware_ssm',)     # the operators with an 'export' form
 _logged = set()
 
 
@@ -53,20 +57,28 @@ def log_message_once(key, message):
 
 
 def resolve_backend(op_name, requested, device):
-    """Return the backend (``'triton'`` or ``'torch'``) for one call.
+    """Return the backend (``'triton'``, ``'torch'`` or ``'export'``) for one call.
 
     Args:
         op_name (str): operator name, for the log line.
         requested (str | None): the caller's ``backend=`` argument.
         device (torch.device): device of the operator's inputs.
     """
-    source = 'backend= argument'
+    if torch.onnx.is_in_onnx_export():
+        requested = 'export'
+        source = 'torch.onnx.export is tracing'
+    else:
+        source = 'backend= argument'
     if requested is None and os.environ.get(ENV_VAR):
         requested, source = os.environ[ENV_VAR], f'{ENV_VAR}'
     if requested is not None:
         if requested not in BACKENDS:
             raise ValueError(f'{op_name}: unknown backend {requested!r} '
                              f'(from {source}); choose one of {BACKENDS}')
+        if requested == 'export' and op_name not in EXPORTABLE:
+            raise ValueError(f'{op_name}: no form ONNX can hold (from {source}); '
+                             f'only {EXPORTABLE} has one: export the model whose '
+                             'layers call it')
         if requested == 'triton':
             error = triton_import_error()
             if error is not None:

@@ -198,6 +198,10 @@ def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
     See :func:`structure_aware_ssm_ref` for the definition.
     """
     backend = resolve_backend('structure_aware_ssm', backend, u.device)
+    if backend == 'export':
+        from .structure_aware_ssm_export import structure_aware_ssm_export
+        return structure_aware_ssm_export(u, delta, A, B, C, Dskip, kernels, alpha,
+                                          delta_bias, delta_softplus)
     if backend == 'triton':
         from .triton import structure_aware_ssm_triton
         return structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
