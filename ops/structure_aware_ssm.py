@@ -197,6 +197,13 @@ def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
 
     See :func:`structure_aware_ssm_ref` for the definition.
     """
+    # --- ONNX export: the graph is traced through the exportable form (provisional
+    # until backend='export' is part of resolve_backend)
+    if torch.onnx.is_in_onnx_export():
+        from .structure_aware_ssm_export import structure_aware_ssm_export
+        return structure_aware_ssm_export(u, delta, A, B, C, Dskip, kernels, alpha,
+                                          delta_bias, delta_softplus)
+    # --- end of ONNX export
     backend = resolve_backend('structure_aware_ssm', backend, u.device)
     if backend == 'triton':
         from .triton import structure_aware_ssm_triton
