@@ -2,28 +2,28 @@
 
 :func:`structure_aware_ssm_export` has the signature and the result of
 :func:`~.structure_aware_ssm.structure_aware_ssm_ref`; the dispatcher runs it
-while ``torch.onnx.export`` traces the model. It has no Python loop over the
-sequence and no in-place update, so the traced graph holds only Softplus, Exp,
-CumSum, Where, MatMul, Pad, Conv and elementwise nodes (ONNX opset >= 11).
+while ``torch.onnx.export`` traces the model. It has no in-place update and no
+data-dependent control flow, so the traced graph holds only Softplus, Exp,
+Mul/Add, Split/Concat, Pad and Conv nodes (ONNX opset >= 13).
 
-The scan ``x_t = exp(a_t) x_{t-1} + b_t`` (``a_t = delta_t * A``) runs in
-chunks of :data:`EXPORT_CHUNK` steps:
+The scan ``x_t = d_t x_{t-1} + b_t`` (``d_t = exp(delta_t A)``) is the PyTorch
+path's chunked scan (``selective_scan._scan_in_chunks``) in functional form:
+the sequence is cut into about sqrt(L) chunks of about sqrt(L) steps;
 
-* inside a chunk, every state is a weighted sum of the chunk's drives,
-  ``x_i = sum_{j <= i} exp(a_{j+1} + ... + a_i) b_j``: one (T, T) lower-
-  triangular matrix per chunk and one matrix product. The exponents are sums of
-  log-decays over a segment (<= 0 for a negative A), taken as cumulative sums
-  of a masked copy rather than as differences of one cumulative sum, so that no
-  decay product is divided by and no cancellation loses digits;
-* the state that enters each chunk is the last state of the previous one: the
-  chunks' last states obey the same recurrence, one step per chunk (the
-  chunk's total log-decay, its last local state), which is solved by the same
-  function on a sequence T times shorter, until one chunk is left.
+1. all chunks advance together, one step at a time, from a zero state: the
+   local states, and the products of the decays since the chunk's start;
+2. the state entering each chunk, one chunk after the other:
+   ``entering_c = last_{c-1} + product_{c-1} * entering_{c-1}``;
+3. every state at once: ``x = local + product * entering``.
 
-Shapes are fixed when the graph is traced (the chunk layout depends on H*W):
-an exported model takes inputs of the size it was exported at. Work and
-memory are O(H*W*T) per channel and state; the recursion is log_T(H*W) deep.
+Both loops are unrolled when the graph is traced: about 2 sqrt(L) steps of a
+few elementwise nodes over (batch * D * N, sqrt(L)) tensors, O(L) work and
+memory. Nothing is divided, so decay products that underflow do no harm.
+Shapes are therefore fixed in the graph: an exported model takes inputs of the
+size it was exported at.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,51 +31,44 @@ from ._library import compute_dtype
 from ._shape_checks import check_ssm_args
 from .state_fusion import DILATIONS
 
-EXPORT_CHUNK = 16
-"""Steps per chunk of the export form's scan: its (T, T) weight matrices cost
-T times the states' memory, and the recursion is log_T(H*W) levels deep."""
+
+def export_chunk(length):
+    """Steps per chunk for a sequence of ``length``: ceil(sqrt(length)), which
+    makes the two unrolled loops equally long."""
+    return max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
 
 
-def _segment_sums(log_decay):
-    """(M, C, T) log-decays -> (M, C, T, T) exponents of the in-chunk weights:
-    ``[i, j] = a_{j+1} + ... + a_i`` for i >= j (0 on the diagonal), -inf above
-    it (weight 0)."""
-    steps = log_decay.shape[-1]
-    later = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device).tril(-1)
-    # [k, j] = a_k where k > j: its cumulative sum over k is the segment sum
-    terms = log_decay[..., :, None].expand(*log_decay.shape, steps)
-    sums = terms.masked_fill(~later, 0.0).cumsum(-2)
-    causal = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device).tril()
-    return sums.masked_fill(~causal, float('-inf'))
-
-
-def linear_scan_export(log_decay, drive, chunk=EXPORT_CHUNK):
+def linear_scan_export(log_decay, drive, chunk=None):
     """All states of ``x_t = exp(a_t) x_{t-1} + b_t`` along dim 1, ``x_{-1} = 0``.
 
     Args:
         log_decay (Tensor): (M, L) log-decays ``a``.
         drive (Tensor): (M, L) drives ``b``.
-        chunk (int): steps per chunk (>= 2).
+        chunk (int | None): steps per chunk (None: :func:`export_chunk`).
 
     Returns:
         Tensor: (M, L) states.
     """
-    if chunk < 2:
-        raise ValueError(f'linear_scan_export: chunk must be at least 2, got {chunk}')
     rows, length = drive.shape
-    steps = min(chunk, length)
+    if chunk is not None and chunk < 1:
+        raise ValueError(f'linear_scan_export: chunk must be at least 1, got {chunk}')
+    steps = min(chunk or export_chunk(length), length)
     chunks = (length + steps - 1) // steps  # (ONNX integer division truncates)
     padding = chunks * steps - length
     if padding:  # steps past the end: decay 1, drive 0 (earlier states unchanged)
         log_decay, drive = F.pad(log_decay, (0, padding)), F.pad(drive, (0, padding))
-    log_decay = log_decay.reshape(rows, chunks, steps)
-    drive = drive.reshape(rows, chunks, steps)
-    weights = _segment_sums(log_decay).exp()                       # (M, C, T, T)
-    states = torch.matmul(weights, drive[..., None])[..., 0]       # zero entering state
-    if chunks > 1:
-        lasts = linear_scan_export(log_decay.sum(-1), states[..., -1], chunk)  # (M, C)
-        entering = torch.cat([torch.zeros_like(lasts[:, :1]), lasts[:, :-1]], dim=1)
-        states = states + log_decay.cumsum(-1).exp() * entering[..., None]
+    decays = log_decay.exp().reshape(rows, chunks, steps).unbind(2)      # (M, C) each
+    drives = drive.reshape(rows, chunks, steps).unbind(2)
+    local, product = [drives[0]], [decays[0]]
+    for t in range(1, steps):
+        local.append(decays[t] * local[-1] + drives[t])
+        product.append(decays[t] * product[-1])
+    lasts, last_products = local[-1].unbind(1), product[-1].unbind(1)   # (M,) each
+    entering = [torch.zeros_like(lasts[0])]
+    for c in range(1, chunks):
+        entering.append(lasts[c - 1] + last_products[c - 1] * entering[-1])
+    states = (torch.stack(local, 2)
+              + torch.stack(product, 2) * torch.stack(entering, 1)[..., None])
     states = states.reshape(rows, chunks * steps)
     return states[:, :length] if padding else states
 
