@@ -106,7 +106,10 @@ def make_pooling_exportable(model):
     """Replace (in place) every ``nn.AdaptiveAvgPool2d`` of ``model`` that pools
     to more than one cell by :class:`AveragingAdaptivePool2d`; returns model."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size not in (1, (1, 1)):
+        # to one cell it exports as GlobalAveragePool
+        several_cells = (isinstance(module, nn.AdaptiveAvgPool2d)
+                         and module.output_size not in (1, (1, 1)))
+        if several_cells:
             parent_name, _, child = name.rpartition('.')
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, AveragingAdaptivePool2d(module.output_size))
@@ -176,8 +179,8 @@ def load_exported_weights(model, path, scope):
         problems = ([f'{len(missing)} missing: ' + ', '.join(
             f'{count} in {part}.*' for part, count in parts.items())
             + f' (e.g. {missing[0]})'] if missing else []) + mismatched[:5]
-        raise ValueError(f'{source} does not fit the model of the config (another arch '
-                         'or another number of classes?):\n  ' + '\n  '.join(problems))
+        raise ValueError(f'{source} does not fit the model of the config (another arch, task '
+                         'or number of classes?):\n  ' + '\n  '.join(problems))
     model.load_state_dict({k: state_dict[k] for k in needed}, strict=False)
 
 

@@ -12,6 +12,7 @@ pytest.importorskip('mmseg')
 pytest.importorskip('mmpretrain')
 
 from mmspatial.deploy import build_exportable, load_export_config  # noqa: E402
+from mmspatial.deploy.exportable import AveragingAdaptivePool2d  # noqa: E402
 
 from ..tools.helpers import SMALL_ARCH, TOOLS, dump  # noqa: E402
 from .conftest import build_model, save_checkpoint, small_config  # noqa: E402
@@ -42,7 +43,8 @@ def assert_close_to(onnx_out, torch_out):
 
 
 def images(height, width, batch=1, seed=1):
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, height, width, generator=generator)
 
 
 # (scope, export H and W, batch): odd sizes, not multiples of 32
@@ -74,6 +76,15 @@ def test_export_matches_pytorch(scope, shape, batch, small_models, export_tool, 
                 len(features) == 5
             for name, feature in zip(outputs, features):
                 assert_close_to(outputs[name], feature)
+
+
+@pytest.mark.parametrize('cells', [2, 3, 6, (4, None)])
+@pytest.mark.parametrize('size', [(16, 16), (7, 5), (1, 3), (2, 9)])
+def test_averaging_pool_is_adaptive_pool(size, cells):
+    """UperNet's pyramid pooling as exported equals PyTorch's at any size."""
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(AveragingAdaptivePool2d(cells)(x),
+                               torch.nn.AdaptiveAvgPool2d(cells)(x))
 
 
 def test_metadata_names_the_preprocessing(small_models, export_tool, tmp_path):

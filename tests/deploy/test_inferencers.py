@@ -77,13 +77,15 @@ def test_classifier_after_segmentation_inferencer(small_models, image_path):
     leaves the scope as it found it."""
     from mmpretrain.apis import ImageClassificationInferencer
     from mmseg.apis import MMSegInferencer
-    MMSegInferencer(model=small_models['mmseg'][0], device='cpu')
-    assert DefaultScope.get_current_instance().scope_name == 'mmseg'
     config, cfg, model, checkpoint = small_models['mmpretrain']
-    with pytest.raises(KeyError, match='ResizeEdge is not in the mmseg::transform'):
-        ImageClassificationInferencer(model=config, device='cpu')
-    inferencer = build_inferencer(config, checkpoint, device='cpu')
-    assert DefaultScope.get_current_instance().scope_name == 'mmseg'
+    # the outer scope is restored on leaving: the other tests keep theirs
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        MMSegInferencer(model=small_models['mmseg'][0], device='cpu')
+        assert DefaultScope.get_current_instance().scope_name == 'mmseg'
+        with pytest.raises(KeyError, match='ResizeEdge is not in the mmseg::transform'):
+            ImageClassificationInferencer(model=config, device='cpu')
+        inferencer = build_inferencer(config, checkpoint, device='cpu')
+        assert DefaultScope.get_current_instance().scope_name == 'mmseg'
     assert_same_prediction('mmpretrain', predict(inferencer, image_path),
                            model_test_step(cfg, model, image_path))
 
