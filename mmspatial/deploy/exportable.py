@@ -162,6 +162,8 @@ def load_exported_weights(model, path, scope):
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
     checkpoint of another arch or task, naming the tensors at fault.
     """
+    if '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path!r}')
     state_dict = _state_dict_of(load_checkpoint_file(path), scope, path)
     source = f'checkpoint {path!r}'
     if hasattr(model, 'backbone'):
@@ -179,8 +181,8 @@ def load_exported_weights(model, path, scope):
         problems = ([f'{len(missing)} missing: ' + ', '.join(
             f'{count} in {part}.*' for part, count in parts.items())
             + f' (e.g. {missing[0]})'] if missing else []) + mismatched[:5]
-        raise ValueError(f'{source} does not fit the model of the config (another arch, task '
-                         'or number of classes?):\n  ' + '\n  '.join(problems))
+        raise ValueError(f'{source} does not fit the model of the config (another '
+                         'arch, task or number of classes?):\n  ' + '\n  '.join(problems))
     model.load_state_dict({k: state_dict[k] for k in needed}, strict=False)
 
 

@@ -129,7 +129,7 @@ def test_checkpoint_of_another_task(small_models, tmp_path):
     classifier_checkpoint = small_models['mmpretrain'][3]
     with pytest.raises(ValueError, match=r'missing: .*in neck\.\*'):
         build_exportable(cfg, classifier_checkpoint)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         build_exportable(cfg, str(tmp_path / 'missing.pth'))
 
 
