@@ -5,6 +5,8 @@ structure-aware SSM is traced through its exportable form
 (``mmspatial.ops.structure_aware_ssm_export``). The graph has the static input
 shape it was exported at: the scan's chunk layout depends on the image size.
 """
+from importlib import import_module
+
 import torch
 
 OPSET = 17
@@ -13,7 +15,7 @@ INSTALL_HINT = 'ONNX export needs onnx and onnxruntime: pip install -e ".[deploy
 
 def _require(module_name):
     try:
-        return __import__(module_name)
+        return import_module(module_name)
     except ImportError as error:
         raise ImportError(f'{INSTALL_HINT} ({error})') from error
 
