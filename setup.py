@@ -25,6 +25,7 @@ setup(
     # The OpenMMLab stack is pinned in requirements/*.txt (see the README):
     # mmcv must be built from source with its CPU ops, which pip cannot express.
     install_requires=['torch>=2.1', 'numpy'],
-    extras_require={'triton': ['triton']},
+    extras_require={'triton': ['triton'],
+                    'deploy': ['onnx>=1.16', 'onnxruntime>=1.18']},
     license='Apache-2.0',
 )

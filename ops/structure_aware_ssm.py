@@ -195,7 +195,9 @@ def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
                         delta_bias=None, delta_softplus=True, *, backend=None):
     """The fused SSM step, dispatched to the chosen backend.
 
-    See :func:`structure_aware_ssm_ref` for the definition.
+    See :func:`structure_aware_ssm_ref` for the definition. ``backend``:
+    ``'triton'``, ``'torch'``, ``'export'`` (the form ONNX holds, chosen by
+    itself while ``torch.onnx.export`` traces) or None (see ``ops._backend``).
     """
     backend = resolve_backend('structure_aware_ssm', backend, u.device)
     if backend == 'export':

@@ -62,8 +62,9 @@ else
     "${PIP[@]}" install -q --no-deps "$wheel"
 fi
 
-log "installing the OpenMMLab stack and test tools"
-"${PIP[@]}" install -q -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/tests.txt"
+log "installing the OpenMMLab stack, the test tools and the ONNX tools"
+"${PIP[@]}" install -q -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/tests.txt" \
+    -r "$ROOT/requirements/deploy.txt"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 "$PY" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, mmspatial; print('[setup_env] ok: mmspatial', mmspatial.__version__)"
 echo "$STAMP" > "$VENV/.mmspatial-stamp"

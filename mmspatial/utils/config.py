@@ -33,9 +33,10 @@ DEMO_HINT = ('or try the pipeline first on synthetic data: `python -m '
              'configs under configs/*/demo/ use it (`python tools/demo.py` does both)')
 
 
-def load_config(path, cfg_options=None):
+def load_config(path, cfg_options=None, require_model=False):
     """``Config.fromfile(path)`` with ``cfg_options`` merged; the config must
-    exist and name one of mmdet, mmseg, mmpretrain as its ``default_scope``."""
+    exist, define a ``model`` when ``require_model``, and name one of mmdet,
+    mmseg, mmpretrain as its ``default_scope``."""
     if not osp.isfile(path):
         raise MissingFileError(f'config file not found: {path!r} (the shipped ones '
                                'are under configs/detection, configs/segmentation '
@@ -43,6 +44,10 @@ def load_config(path, cfg_options=None):
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if require_model and not isinstance(cfg.get('model'), dict):
+        raise InputError(f'config {path!r} defines no model (a `model = dict(...)` '
+                         'entry); give a classification, segmentation or detection '
+                         'config, e.g. configs/detection/maskrcnn_spatialmamba_t.py')
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise InputError(f'{path}: default_scope {scope!r} is none of {SCOPES}')

@@ -1,0 +1,201 @@
+"""The part of each task model that is exported, as a module of one tensor.
+
+Input: the normalised image batch (batch, 3, H, W), as the model's data
+preprocessor makes it (mean/std, channel order and padding stay outside the
+graph, as in mmdeploy). Outputs:
+
+* mmpretrain classifier: the logits (batch, num_classes);
+* mmseg encoder-decoder (UperNet): the per-pixel class scores (batch,
+  num_classes, H, W), the decode head's logits resized to the input as
+  ``EncoderDecoder.encode_decode`` does (no auxiliary head, no argmax);
+* mmdet detector: the backbone + neck features (the FPN levels). Region
+  proposals, RoI heads and NMS are mmdeploy's domain.
+"""
+import os.path as osp
+from collections import Counter
+
+import torch
+import torch.nn as nn
+
+from mmspatial.errors import InputError, MissingFileError
+from mmspatial.models.checkpoint import (check_fits, load_checkpoint_file,
+                                         official_classifier_to_mmpretrain,
+                                         strip_ddp_prefix)
+from mmspatial.utils import load_config
+
+# per default scope: the checkpoint prefixes the exported part reads
+_EXPORTED_PREFIXES = {'mmpretrain': ('',), 'mmseg': ('backbone.', 'neck.', 'decode_head.'),
+                      'mmdet': ('backbone.', 'neck.')}
+
+
+class ClassifierLogits(nn.Module):
+    """An mmpretrain ``ImageClassifier``: images -> logits (batch, num_classes)."""
+
+    output_name = 'logits'
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        return self.model(inputs, mode='tensor')
+
+
+class SegmentorScores(nn.Module):
+    """An mmseg ``EncoderDecoder``: images -> class scores (batch, K, H, W)."""
+
+    output_name = 'seg_scores'
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        metas = [dict(img_shape=tuple(inputs.shape[2:]))] * inputs.shape[0]
+        return self.model.encode_decode(inputs, metas)
+
+
+class DetectorFeatures(nn.Module):
+    """An mmdet detector's backbone + neck: images -> tuple of feature maps
+    (exported as ``feat0``, ``feat1``, ...)."""
+
+    output_name = 'feat'
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        return tuple(self.model.extract_feat(inputs))
+
+
+class AveragingAdaptivePool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` as two products with averaging matrices.
+
+    ONNX's exporter refuses adaptive pooling whose input size is not a multiple
+    of the output size (UperNet's pyramid pools to 1, 2, 3 and 6 cells: a
+    512x512 image gives 16x16 features). PyTorch averages over the windows
+    ``[floor(i * n / m), ceil((i + 1) * n / m))`` of each axis, a separable
+    mean: ``y = P_h @ x @ P_w^T`` with those windows' weights in P, exact for
+    any size. The matrices follow the traced input size (fixed in the graph).
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    @staticmethod
+    def _averaging(size, cells, like):
+        """(cells, size) matrix: row i averages the input window of cell i (made
+        from Python numbers, so that the trace holds it as a constant)."""
+        rows = []
+        for i in range(cells):
+            start, stop = i * size // cells, -(-(i + 1) * size // cells)
+            rows.append([1.0 / (stop - start) if start <= j < stop else 0.0
+                         for j in range(size)])
+        return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+    def forward(self, x):
+        height, width = (int(size) for size in x.shape[-2:])
+        out = self.output_size
+        out_h, out_w = (out, out) if isinstance(out, int) else out
+        rows = self._averaging(height, out_h or height, x)
+        cols = self._averaging(width, out_w or width, x)
+        return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+def make_pooling_exportable(model):
+    """Replace (in place) every ``nn.AdaptiveAvgPool2d`` of ``model`` that pools
+    to more than one cell by :class:`AveragingAdaptivePool2d`; returns model."""
+    for name, module in list(model.named_modules()):
+        # to one cell it exports as GlobalAveragePool
+        several_cells = (isinstance(module, nn.AdaptiveAvgPool2d)
+                         and module.output_size not in (1, (1, 1)))
+        if several_cells:
+            parent_name, _, child = name.rpartition('.')
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, AveragingAdaptivePool2d(module.output_size))
+    return model
+
+
+_WRAPPERS = {'mmpretrain': ClassifierLogits, 'mmseg': SegmentorScores,
+             'mmdet': DetectorFeatures}
+
+
+def load_export_config(path, cfg_options=None):
+    """The config at ``path``; an ``InputError`` unless it has a model of a
+    task that can be exported (``default_scope`` mmpretrain, mmseg or mmdet)."""
+    return load_config(path, cfg_options, require_model=True)
+
+
+def _state_dict_of(checkpoint, scope, path):
+    """The model state dict of a loaded checkpoint (a released ImageNet
+    classifier is converted to mmpretrain's keys)."""
+    if not isinstance(checkpoint, dict):
+        raise InputError(f'{path!r} is not a checkpoint (a dict of tensors), got '
+                         f'{type(checkpoint).__name__}')
+    released = checkpoint.get('model')
+    if isinstance(released, dict) and 'head.weight' in released:
+        if scope != 'mmpretrain':
+            raise InputError(f'{path!r} is an ImageNet classifier checkpoint; exporting '
+                             f'a {scope} model needs a checkpoint of that model')
+        return official_classifier_to_mmpretrain(strip_ddp_prefix(released))
+    return strip_ddp_prefix(checkpoint.get('state_dict', checkpoint))
+
+
+def load_exported_weights(model, path, scope):
+    """Load the tensors of the exported part of ``model`` from the checkpoint
+    at ``path``; every one must be there with the model's shape.
+
+    Raises ``MissingFileError`` for a missing file and ``InputError`` for a
+    checkpoint of another arch or task, naming the tensors at fault.
+    """
+    if '://' not in path and not osp.isfile(path):
+        raise MissingFileError(f'checkpoint not found: {path!r}')
+    state_dict = _state_dict_of(load_checkpoint_file(path), scope, path)
+    source = f'checkpoint {path!r}'
+    if hasattr(model, 'backbone'):
+        backbone = {k[len('backbone.'):]: v for k, v in state_dict.items()
+                    if k.startswith('backbone.')}
+        check_fits(model.backbone.state_dict(), backbone, source)
+    needed = {k: v for k, v in model.state_dict().items()
+              if k.startswith(_EXPORTED_PREFIXES[scope])}
+    missing = [k for k in needed if k not in state_dict]
+    mismatched = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+                  f'{tuple(v.shape)}' for k, v in needed.items()
+                  if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or mismatched:
+        parts = Counter(key.split('.')[0] for key in missing)
+        problems = ([f'{len(missing)} missing: ' + ', '.join(
+            f'{count} in {part}.*' for part, count in parts.items())
+            + f' (e.g. {missing[0]})'] if missing else []) + mismatched[:5]
+        raise InputError(f'{source} does not fit the model of the config (another '
+                         'arch, task or number of classes?):\n  ' + '\n  '.join(problems))
+    model.load_state_dict({k: state_dict[k] for k in needed}, strict=False)
+
+
+def build_exportable(cfg, checkpoint=None):
+    """The exported part of ``cfg``'s model, in eval mode on the CPU.
+
+    Args:
+        cfg (Config): from :func:`load_export_config`.
+        checkpoint (str | None): weights; None keeps the initialisation (the
+            backbone's ``init_cfg`` is not applied: no file is read).
+
+    Returns:
+        nn.Module: images (batch, 3, H, W) -> the outputs in the module docstring.
+    """
+    import mmspatial.models  # noqa: F401  (registers SpatialMamba)
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS, DefaultScope
+
+    scope = cfg.default_scope
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor'):
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope(scope):
+        # SyncBN needs a process group; in eval mode it is plain BN
+        model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    if checkpoint is not None:
+        load_exported_weights(model, checkpoint, scope)
+    return _WRAPPERS[scope](make_pooling_exportable(model)).eval()
