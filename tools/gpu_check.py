@@ -32,7 +32,6 @@ run on CPU tensors (timings meaningless; the table says so).
 """
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -164,9 +163,10 @@ def step_check(args, out_dir):
         ok &= passed
         rows.append((name, 'bfloat16', f'{max(errors):.1e}', finite, 'not checked',
                      'ok' if passed else 'FAIL'))
+    tolerances = ', '.join(f'{str(k)[6:]} {v:.0e}' for k, v in TOLERANCE.items())
     lines = ['Relative errors ||out - ref|| / ||ref||, the worst of the value and every '
              'gradient; reference: the PyTorch backend in float64 (fused op), the `*_ref` '
-             f'ops in float32 (unfused). Tolerances: {", ".join(f"{str(k)[6:]} {v:.0e}" for k, v in TOLERANCE.items())}.',
+             f'ops in float32 (unfused). Tolerances: {tolerances}.',
              ''] + table(['op', 'dtype', 'max rel. error', 'finite', 'bitwise repeatable',
                           'status'], rows)
     return lines, ok
@@ -178,11 +178,13 @@ def step_traffic(args, out_dir):
     rows = []
     for name, batch, channels, height, width in regimes(args):
         traffic = fused_op_traffic(batch, channels, height, width)
+        shape = (batch, channels, height, width)
         for direction in ('forward', 'backward'):
-            for kernel, read, written in traffic[direction]:
-                rows.append((name, direction, f'`{kernel}`',
-                             f'{(read + written) / (batch * channels * height * width):.2f}'))
-            rows.append((name, direction, '**total**', f'**{bytes_per_element(traffic[direction], batch, channels, height, width):.2f}**'))
+            for launch in traffic[direction]:
+                rows.append((name, direction, f'`{launch[0]}`',
+                             f'{bytes_per_element([launch], *shape):.2f}'))
+            total = bytes_per_element(traffic[direction], *shape)
+            rows.append((name, direction, '**total**', f'**{total:.2f}**'))
     low_fwd, low_bwd = minimum_bytes_per_element()
     lines = [f'Bytes per element of (batch, D, L), bfloat16 u and delta, each tensor '
              f'counted once per launch; floors: forward {low_fwd}, backward {low_bwd}.', '']

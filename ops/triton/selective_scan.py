@@ -55,16 +55,11 @@ def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
-def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_ptr,
-                       x_ptr, L, D, N, n_chunks,
-                       su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
-                       sx_b, sx_l, sx_d, sx_n,
-                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                       FINAL: tl.constexpr,
-                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Summary pass (FINAL false): write each chunk's decay product and end
-    state from a zero start. Final pass: the states, from the chunk carries
-    that ``_scan_carry_kernel`` left in ``end_ptr``."""
+def _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
+                BLOCK_D: tl.constexpr):
+    """This program's tile of a (chunks, channel blocks, batch x N) grid: its
+    indices, batch (int64) and state index, step and channel indices, masks,
+    positions (int64), and the channels' A[:, n] and delta bias."""
     pid_c = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_bn = tl.program_id(2)
@@ -76,11 +71,27 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
     mask_l = offs_l < L
     mask_d = offs_d < D
     mask = mask_l[:, None] & mask_d[None, :]
-    pos = offs_l.to(tl.int64)
     A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    return (pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask,
+            offs_l.to(tl.int64), A, bias)
+
+
+@triton.jit
+def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_ptr,
+                       x_ptr, L, D, N, n_chunks,
+                       su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
+                       sx_b, sx_l, sx_d, sx_n,
+                       HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                       FINAL: tl.constexpr,
+                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Summary pass (FINAL false): write each chunk's decay product and end
+    state from a zero start. Final pass: the states, from the chunk carries
+    that ``_scan_carry_kernel`` left in ``end_ptr``."""
+    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
+        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
     _, dt = _step_size(delta_ptr + b * sd_b, pos[:, None] * sd_l + offs_d[None, :] * sd_d,
                        mask, bias, HAS_BIAS, SOFTPLUS)
     u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
@@ -146,22 +157,8 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
     (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
     ``g_Dskip = sum_t g_y u``. For N > 1 ``gu_ptr``/``gdelta_ptr`` hold one
     float32 slice per n (``pid_bn`` rows of (batch*N, L, D))."""
-    pid_c = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_bn = tl.program_id(2)
-    b = (pid_bn // N).to(tl.int64)
-    n = pid_bn % N
-    idx = tl.arange(0, BLOCK_L)
-    offs_l = pid_c * BLOCK_L + idx
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_l = offs_l < L
-    mask_d = offs_d < D
-    mask = mask_l[:, None] & mask_d[None, :]
-    pos = offs_l.to(tl.int64)
-    A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
+        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
     g = tl.load(gx_ptr + b * sg_b + n * sg_n + pos[:, None] * sg_l + offs_d[None, :] * sg_d,
                 mask=mask, other=0.0).to(tl.float32)
     delta_offs = pos[:, None] * sd_l + offs_d[None, :] * sd_d
@@ -203,10 +200,11 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
             g_z = g_dt * sigmoid(z)
         g_z = tl.where(mask, g_z, 0.0)
         tl.store(gbias_ptr + partial, tl.sum(g_z, axis=0), mask=mask_d)
-        tl.store(gu_ptr + pid_bn.to(tl.int64) * sgu_b + pos[:, None] * sgu_l + offs_d[None, :] * sgu_d,
+        row = pid_bn.to(tl.int64)       # b, or b * N + n for the per-n slices
+        tl.store(gu_ptr + row * sgu_b + pos[:, None] * sgu_l + offs_d[None, :] * sgu_d,
                  g_u, mask=mask)
-        tl.store(gdelta_ptr + pid_bn.to(tl.int64) * sgd_b + pos[:, None] * sgd_l
-                 + offs_d[None, :] * sgd_d, g_z, mask=mask)
+        tl.store(gdelta_ptr + row * sgd_b + pos[:, None] * sgd_l + offs_d[None, :] * sgd_d,
+                 g_z, mask=mask)
         g_B = tl.sum(tl.where(mask, lam * dt * u, 0.0), axis=1)
         tl.store(gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + pos, g_B,
                  mask=mask_l)

@@ -84,6 +84,24 @@ def _clamp(v, hi):
 
 
 @triton.jit
+def _pixel_tile(D, W, L, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's tile of a (pixel tiles, channel blocks, batch) grid: its
+    indices, pixel and channel indices, their masks, each pixel's row and column
+    and the batch index (int64)."""
+    pid_p = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_p = offs_p < L
+    mask_d = offs_d < D
+    mask = mask_p[:, None] & mask_d[None, :]
+    row = offs_p // W
+    col = offs_p - row * W
+    return pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col
+
+
+@triton.jit
 def _gather(base, pix, sl, offs_d, sd, mask):
     """(BLOCK_P, BLOCK_D) tile of a (batch, L, D) operand at pixels ``pix``."""
     return tl.load(base + pix.to(tl.int64)[:, None] * sl + offs_d[None, :] * sd,
@@ -104,16 +122,8 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
                        READOUT: tl.constexpr,
                        BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
     """out = stencil(x), or with READOUT ``C * stencil(x) + Dskip * u``."""
-    pid_p = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_p = offs_p < L
-    mask_d = offs_d < D
-    mask = mask_p[:, None] & mask_d[None, :]
-    row = offs_p // W
-    col = offs_p - row * W
+    pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
+        D, W, L, BLOCK_P, BLOCK_D)
     x_base = x_ptr + b * sx_b
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     acc = _fwd_tap(acc, x_base, sx_l, sx_d, w_ptr, row, col, H, W, D, offs_d, mask_d,
@@ -169,16 +179,8 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
 
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
     """
-    pid_p = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_p = offs_p < L
-    mask_d = offs_d < D
-    mask = mask_p[:, None] & mask_d[None, :]
-    row = offs_p // W
-    col = offs_p - row * W
+    pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
+        D, W, L, BLOCK_P, BLOCK_D)
     x_base = x_ptr + b * sx_b
     g_base = g_ptr + b * sg_b
     c_base = c_ptr + b * sc_b
