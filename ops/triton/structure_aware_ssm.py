@@ -27,7 +27,7 @@ Backward:
    g_A, g_bias, g_Dskip.
 
 ``tools/gpu_check.py`` prints the bytes per element of each launch
-(``_common.record_traffic``); ``tests/ops/test_triton_traffic.py`` bounds them.
+(``_common.record_traffic``); ``tests/ops/test_op_contracts.py`` bounds them.
 The out-norm LayerNorm and the ``silu(z)`` gate of the layer are not fused:
 they would save the float32 y round trip (a write and a read of 4 bytes per
 element) at the price of a LayerNorm backward inside the op and a second

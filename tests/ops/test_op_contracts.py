@@ -1,4 +1,6 @@
-"""Memory traffic of the fused Triton op, and no layout copies in either backend.
+"""Contracts of the operators beyond their values: the memory traffic of the
+fused Triton op, no layout copies in either backend, no host synchronisation
+in the Triton glue, one error for empty inputs on every backend.
 
 The traffic account (``ops.triton.traffic``) counts, launch by launch, the
 bytes of the tensors each kernel reads and writes, in a dry run on ``meta``
@@ -143,3 +145,31 @@ def test_triton_glue_never_synchronises():
     with record_traffic(dry_run=True), HostTouches() as mode:
         _forward_backward(structure_aware_ssm_triton, inputs)
     assert mode.touches == []
+
+
+@pytest.mark.parametrize('empty', ['batch', 'D', 'H', 'W'])
+def test_empty_inputs_get_the_same_error_on_every_backend(empty):
+    """Batch 0 or a sequence length of 0: one clear error, the same for the
+    reference, the PyTorch and the Triton entry points (no ZeroDivisionError
+    from the chunked scan)."""
+    from mmspatial.ops import selective_scan, state_fusion, structure_aware_ssm_ref
+    from mmspatial.ops.structure_aware_ssm import structure_aware_ssm
+    sizes = dict(batch=2, D=3, H=4, W=5)
+    sizes[empty] = 0
+    inputs = layer_inputs(sizes['batch'], sizes['D'], sizes['H'], sizes['W'],
+                          torch.float32, device='cpu')
+    inputs = [torch.zeros(t.shape) for t in inputs]
+    messages = []
+    for name, call in [('ref', lambda: structure_aware_ssm_ref(*inputs)),
+                       ('torch', lambda: structure_aware_ssm(*inputs, backend='torch')),
+                       ('triton', lambda: structure_aware_ssm(*inputs, backend='triton'))]:
+        with pytest.raises(ValueError, match=r'u of shape .* is empty; batch, D, H and W '
+                                             r'must all be at least 1') as error:
+            call()
+        messages.append(str(error.value).split(': ', 1)[1])
+    assert len(set(messages)) == 1, messages
+    u, delta, A, B = inputs[:4]
+    with pytest.raises(ValueError, match='is empty'):
+        selective_scan(u.flatten(2), delta.flatten(2), A, B.flatten(2), backend='torch')
+    with pytest.raises(ValueError, match='is empty'):
+        state_fusion(u, inputs[6], inputs[7], backend='triton')
