@@ -21,10 +21,13 @@ setup(
                 'pure-PyTorch structure-aware SSM operators',
     packages=packages,
     package_dir={'mmspatial.ops': 'ops'},
-    python_requires='>=3.9',
+    # torch.library reads the operators' `X | None` annotations at run time
+    # (Python 3.10). torch.library.custom_op needs torch 2.4; the floor is 2.6,
+    # the first release with torch.library.triton_op. Tested: torch 2.14.1.
+    python_requires='>=3.10',
     # The OpenMMLab stack is pinned in requirements/*.txt (see the README):
     # mmcv must be built from source with its CPU ops, which pip cannot express.
-    install_requires=['torch>=2.1', 'numpy'],
+    install_requires=['torch>=2.6', 'numpy'],
     extras_require={'triton': ['triton']},
     license='Apache-2.0',
 )
