@@ -31,7 +31,8 @@ def test_dist_train_two_cpu_processes(tmp_path):
                             num_val=2, image_size=96, seed=0)
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1',
-               CUDA_VISIBLE_DEVICES='', PATH=osp.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
+               CUDA_VISIBLE_DEVICES='',
+               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
     result = subprocess.run(
         ['bash', osp.join(REPO_ROOT, 'tools/dist_train.sh'), DET_CONFIG, '2',
          '--work-dir', str(work_dir), '--cfg-options',
