@@ -1,5 +1,5 @@
 """The demo learns: a short segmentation demo lowers the loss and raises the
-validation mIoU (slow: 2 to 4 minutes on a shared 2-core CPU).
+validation mIoU (slow: minutes on a 2-core CPU, the longer the busier it is).
 
 ``tools/demo.py --task segmentation`` as a user runs it, shortened: UperNet
 over Spatial-Mamba-T (the demo config's model, optimizer and schedule,
