@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 
+import torch
+
 from mmspatial.datasets import generate_synthetic_coco
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -48,3 +50,7 @@ def test_dist_train_two_cpu_processes(tmp_path):
     # reaching the last iteration means rank 1 ran every step as well.
     assert re.search(r'Iter\(train\) \[2/2\]', log), log[-3000:]
     assert osp.isfile(work_dir / 'iter_2.pth')
+    # the demo config's RandomStateHook keeps no states here, and says so
+    assert 'RandomStateHook: a distributed run keeps no random states' in log, log[-3000:]
+    meta = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)['meta']
+    assert 'random_states' not in meta
