@@ -9,7 +9,7 @@ from importlib.util import find_spec
 from .version import __version__
 
 if find_spec('mmengine') is not None:
-    from . import models  # noqa: F401  (registers the backbone)
+    from . import engine, models  # noqa: F401  (registers the hook and the backbone)
     from .models import SpatialMamba  # noqa: F401
 
 __all__ = ['__version__']

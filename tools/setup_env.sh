@@ -16,6 +16,16 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 FORCE_CUDA="${FORCE_CUDA:-0}"
 MMCV_VERSION=2.1.0
 
+# The code needs Python >= 3.10 (setup.py): say so before building anything.
+PY_FOR_VENV="$VENV/bin/python"
+[[ -x "$PY_FOR_VENV" ]] || PY_FOR_VENV="$(command -v python3 || true)"
+if [[ -z "$PY_FOR_VENV" ]] || ! "$PY_FOR_VENV" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "[setup_env] error: mmspatial needs Python >= 3.10; ${PY_FOR_VENV:-python3} is" \
+         "$("${PY_FOR_VENV:-python3}" -V 2>&1 || echo missing). Put a newer python3 first on" \
+         "PATH (or remove $VENV if it was made with an older one)." >&2
+    exit 1
+fi
+
 stamp_inputs=("$ROOT"/requirements/*.txt "$ROOT/tools/setup_env.sh" "$ROOT/setup.py")
 STAMP="$(cat "${stamp_inputs[@]}" | sha256sum | cut -c1-16)-$TORCH_SPEC-cuda$FORCE_CUDA"
 if [[ -f "$VENV/.mmspatial-stamp" && "$(cat "$VENV/.mmspatial-stamp")" == "$STAMP" ]]; then

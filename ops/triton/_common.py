@@ -178,13 +178,14 @@ def first_order_combine(decay_1, value_1, decay_2, value_2):
 
 @triton.jit
 def softplus(z):
-    """PyTorch's softplus (threshold 20) with an accurate log1p for small exp(z)."""
+    """PyTorch's softplus (threshold 20) with an accurate log1p for small exp(z);
+    NaN stays NaN (``tl.minimum`` would turn it into 20)."""
     e = tl.exp(tl.minimum(z, 20.0))
     w = 1.0 + e
     # log1p(e) = log(w) * e / (w - 1) is exact up to rounding (Goldberg), also
     # for e far below float32's epsilon where log(1 + e) would round to 0.
     log1p = tl.where(w == 1.0, e, tl.log(w) * (e / tl.where(w == 1.0, 1.0, w - 1.0)))
-    return tl.where(z > 20.0, z, log1p)
+    return tl.where((z > 20.0) | (z != z), z, log1p)
 
 
 @triton.jit

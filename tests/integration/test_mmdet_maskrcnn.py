@@ -7,14 +7,17 @@ from mmengine.registry import init_default_scope
 import mmspatial  # noqa: F401
 
 
-def build_maskrcnn():
+def build_maskrcnn(backbone=None, in_channels=(64, 128, 256, 512)):
+    """The stock Mask R-CNN with Spatial-Mamba-T, or ``backbone`` (a config
+    dict) whose stages have ``in_channels``."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdet')
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
-    cfg.model.backbone = dict(type='SpatialMamba', arch='tiny', out_indices=(0, 1, 2, 3))
-    cfg.model.neck.in_channels = [64, 128, 256, 512]
+    cfg.model.backbone = backbone or dict(type='SpatialMamba', arch='tiny',
+                                          out_indices=(0, 1, 2, 3))
+    cfg.model.neck.in_channels = list(in_channels)
     return MODELS.build(cfg.model)
 
 

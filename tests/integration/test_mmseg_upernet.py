@@ -8,16 +8,19 @@ from mmengine.structures import PixelData
 import mmspatial  # noqa: F401
 
 
-def build_upernet():
+def build_upernet(backbone=None, in_channels=(64, 128, 256, 512)):
+    """The stock UperNet with Spatial-Mamba-T, or ``backbone`` (a config dict)
+    whose stages have ``in_channels``."""
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     init_default_scope('mmseg')
     cfg = get_config('mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py')
     cfg.model.pretrained = None  # the stock value is a ResNet-50 checkpoint
-    cfg.model.backbone = dict(type='SpatialMamba', arch='tiny', out_indices=(0, 1, 2, 3))
-    cfg.model.decode_head.in_channels = [64, 128, 256, 512]
-    cfg.model.auxiliary_head.in_channels = 256
+    cfg.model.backbone = backbone or dict(type='SpatialMamba', arch='tiny',
+                                          out_indices=(0, 1, 2, 3))
+    cfg.model.decode_head.in_channels = list(in_channels)
+    cfg.model.auxiliary_head.in_channels = in_channels[2]
     for head in (cfg.model.decode_head, cfg.model.auxiliary_head):
         head.norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs a process group
     cfg.model.data_preprocessor.update(size=None, size_divisor=32)  # small CPU batches

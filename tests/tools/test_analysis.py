@@ -1,10 +1,15 @@
 """tools/analysis: FLOPs against the paper's, the ERF tool, the benchmark's
 bad inputs, the backbone comparison. (The benchmark's runs are in
-test_configs.py.)"""
+test_configs.py.)
+
+FLOPs of S and B at the detection and segmentation sizes (slow: about two
+minutes together on 2 CPU cores) come from cheaper counts that add up to the
+same number, see ``test_flops_of_s_and_b_models``."""
 import math
 import os.path as osp
 
 import pytest
+import torch
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -26,6 +31,26 @@ def get_flops(tools):
     return tools('get_flops', ANALYSIS)
 
 
+@pytest.fixture(scope='module')
+def flops_once(tools):
+    """``get_flops.main(args)`` of each argument list, computed once per module
+    (the whole T models at full size serve two tests each)."""
+    pytest.importorskip('mmspatial.ops.flops')
+    get_flops = tools('get_flops', ANALYSIS)
+    results = {}
+
+    def run(*args):
+        if args not in results:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as the function-scoped fixtures do
+            try:
+                results[args] = get_flops.main(list(args))
+            finally:
+                torch.set_num_threads(threads)
+        return results[args]
+    return run
+
+
 def assert_close_to_paper(result, paper_gflops):
     assert result['flops'] / 1e9 == pytest.approx(paper_gflops, rel=0.03)
 
@@ -34,6 +59,7 @@ def test_flops_backbone_t_224(get_flops):
     """4.5G (the paper) within 3%; the SSM is counted, scan and fusion."""
     result = get_flops.main(['--arch', 't', '--shape', '224', '224'])
     assert_close_to_paper(result, 4.5)
+    assert round(result['flops'] / 1e9, 2) == 4.46  # as the README prints it
     assert result['params'] == 26_236_758
     ssm = {op for op in result['by_operator'] if op not in
            ('linear', 'conv', 'layer_norm', 'batch_norm')}
@@ -47,21 +73,97 @@ def test_flops_classifier_config_224(get_flops):
     assert result['params'] == 26_748_862
 
 
-def test_flops_maskrcnn_t_1280x800(get_flops):
-    result = get_flops.main([DET_T, '--shape', '1280', '800'])
+def test_flops_maskrcnn_t_1280x800(flops_once):
+    result = flops_once(DET_T, '--shape', '1280', '800')
     assert_close_to_paper(result, 261)
+    assert round(result['flops'] / 1e9, 2) == 261.09  # as the README prints it
     assert round(result['params'] / 1e6) == 46
 
 
-def test_flops_upernet_t_2048x512(get_flops):
-    result = get_flops.main([SEG_T, '--shape', '2048', '512'])
+def test_flops_upernet_t_2048x512(flops_once):
+    result = flops_once(SEG_T, '--shape', '2048', '512')
     assert_close_to_paper(result, 936)
+    assert round(result['flops'] / 1e9, 2) == 936.37  # as the README prints it
     assert round(result['params'] / 1e6) == 57
 
 
 def test_flops_backbone_only_of_a_config(get_flops):
     result = get_flops.main([DET_T, '--backbone-only', '--shape', '224', '224'])
     assert_close_to_paper(result, 4.5)
+
+
+# The paper's GFLOPs and the README's (ours, two decimals), S and B.
+PAPER_AND_README = {
+    ('backbone', 's'): (7.1, 7.11), ('backbone', 'b'): (15.8, 15.79),
+    ('maskrcnn', 's'): (315, 315.15), ('maskrcnn', 'b'): (494, 493.29),
+    ('upernet', 's'): (992, 991.74), ('upernet', 'b'): (1176, 1176.24),
+}
+# config, full size, a small size with stage sizes exactly 1/k of the full
+# ones at every stride (4 to 32), and k squared.
+FULL_AND_SMALL = {
+    'maskrcnn': ('detection/maskrcnn_spatialmamba_{}.py', (1280, 800), (256, 160), 25),
+    'upernet': ('segmentation/upernet_spatialmamba_{}.py', (2048, 512), (512, 128), 16),
+}
+
+
+def shape_args(shape):
+    return ('--shape', str(shape[0]), str(shape[1]))
+
+
+@pytest.mark.parametrize('arch', ['s', 'b'])
+def test_flops_backbone_s_b_224(arch, flops_once):
+    result = flops_once('--arch', arch, *shape_args((224, 224)))
+    paper, readme = PAPER_AND_README['backbone', arch]
+    assert_close_to_paper(result, paper)
+    assert round(result['flops'] / 1e9, 2) == readme
+
+
+@pytest.fixture(scope='module')
+def thin_b(tmp_path_factory):
+    """Configs of the B models with one block per stage (same widths), by name."""
+    folder = tmp_path_factory.mktemp('thin_b')
+    paths = {}
+    for model, (config, *_) in FULL_AND_SMALL.items():
+        cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', config.format('b')))
+        cfg.model.backbone.arch = dict(dims=96, depths=[1, 1, 1, 1])
+        cfg.model.backbone.init_cfg = None
+        paths[model] = dump(cfg, folder / f'{model}.py')
+    return paths
+
+
+@pytest.mark.parametrize('model', FULL_AND_SMALL)
+def test_backbone_flops_scale_with_the_pixels(model, flops_once, thin_b):
+    """Every backbone operation is counted per output element, so at a size
+    whose stages are all 1/k as wide and tall it counts exactly 1/k^2: what
+    the S and B model counts below rely on."""
+    _, full, small, factor = FULL_AND_SMALL[model]
+    at_full = flops_once(thin_b[model], '--backbone-only', *shape_args(full))
+    at_small = flops_once(thin_b[model], '--backbone-only', *shape_args(small))
+    assert at_full['flops'] == factor * at_small['flops']
+
+
+@pytest.mark.parametrize('model', ['maskrcnn', 'upernet'])
+@pytest.mark.parametrize('arch', ['s', 'b'])
+def test_flops_of_s_and_b_models(model, arch, flops_once, thin_b):
+    """The whole S or B model at full size, counted as a model R with the same
+    neck and heads (the same backbone widths) at full size, plus the
+    difference of the two backbones counted at the small size times k.
+
+    R is the T model for S (same widths), and for B the B model with one
+    block per stage, much cheaper than B at full size."""
+    config, full, small, factor = FULL_AND_SMALL[model]
+    if arch == 's':
+        reference = flops_once(osp.join(REPO_ROOT, 'configs', config.format('t')),
+                               *shape_args(full))
+        reference_backbone = flops_once('--arch', 't', *shape_args(small))
+    else:
+        reference = flops_once(thin_b[model], *shape_args(full))
+        reference_backbone = flops_once(thin_b[model], '--backbone-only', *shape_args(small))
+    backbone = flops_once('--arch', arch, *shape_args(small))
+    flops = reference['flops'] + factor * (backbone['flops'] - reference_backbone['flops'])
+    paper, readme = PAPER_AND_README[model, arch]
+    assert flops / 1e9 == pytest.approx(paper, rel=0.03)
+    assert round(flops / 1e9, 2) == readme
 
 
 def test_analysis_tools_name_a_missing_config(tools):

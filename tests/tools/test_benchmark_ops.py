@@ -10,6 +10,7 @@ SCRIPT = os.path.join(TOOLS, 'benchmark_ops.py')
 
 
 def run_benchmark(*args):
+    """The script in a fresh process; the CPU tables hold on a GPU machine too."""
     return subprocess.run([sys.executable, SCRIPT, '--smoke', *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
 

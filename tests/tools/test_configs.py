@@ -173,7 +173,8 @@ def test_train_and_test_step(path, tools, tmp_path):
     from .helpers import TOOLS
     benchmark = tools('benchmark', osp.join(TOOLS, 'analysis'))
     config = dump(shrink(Config.fromfile(path)), tmp_path / 'small.py')
-    common = [config, '--shape', str(SIZE), str(SIZE), '--warmup', '0', '--iters', '1']
+    common = [config, '--shape', str(SIZE), str(SIZE), '--warmup', '0', '--iters', '1',
+              '--device', 'cpu']
     trained = benchmark.main(common + ['--train-step'])
     tested = benchmark.main(common)
     for result in (trained, tested):

@@ -96,3 +96,5 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+# checkpoints carry the random states: a resumed run repeats the original
+custom_hooks = [dict(type='RandomStateHook')]

@@ -86,5 +86,7 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 randomness = dict(seed=0)
+# checkpoints carry the random states: a resumed run repeats the original
+custom_hooks = [dict(type='RandomStateHook')]
 # the background class is black: a lighter overlay keeps the image visible
 visualizer = dict(alpha=0.5)

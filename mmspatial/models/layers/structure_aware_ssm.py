@@ -108,5 +108,7 @@ class StructureAwareSSM(nn.Module):
             x, dt, -torch.exp(self.A_logs.float()), B, C, self.Ds,
             self.state_fusion.stacked_kernels(), self.state_fusion.alpha,
             delta_bias=self.dt_projs_bias, delta_softplus=True)         # float32
-        y = self.out_norm(y.permute(0, 2, 3, 1))
+        # in the norm's dtype: a half()/bfloat16() model's LayerNorm refuses
+        # float32 input (a no-op for float32 models, also under autocast)
+        y = self.out_norm(y.permute(0, 2, 3, 1).to(self.out_norm.weight.dtype))
         return self.out_proj(y * F.silu(z))
