@@ -7,9 +7,10 @@ settings given the way a user would: 96 px images, 4 train / 2 val images,
 evaluation before and after training, the drawings and the summary, and keeps
 the module to a minute or two on a 2-core CPU.
 """
-import importlib.util
 import json
 import os.path as osp
+import runpy
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,12 +29,9 @@ ITERS = 2
 
 @pytest.fixture(scope='module')
 def demo():
-    """``tools/demo.py`` as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        'mmspatial_tools_demo', osp.join(REPO_ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``tools/demo.py`` as a namespace (run without its ``__main__`` block), as
+    ``tests/tools/conftest.py`` loads the other scripts."""
+    return SimpleNamespace(**runpy.run_path(osp.join(REPO_ROOT, 'tools', 'demo.py')))
 
 
 @pytest.fixture(scope='module')
