@@ -21,11 +21,11 @@ every key and shape is checked against a freshly built ``SpatialMamba``.
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
 
 from mmspatial.errors import InputError
+from mmspatial.utils import run_tool
 from mmspatial.models import SpatialMamba
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, detect_arch,
                                          extract_backbone_state_dict,
@@ -116,7 +116,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

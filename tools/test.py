@@ -16,7 +16,6 @@ evaluates with the config's test-time augmentation (``tta_model`` +
 import argparse
 import os
 import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
@@ -28,9 +27,8 @@ from mmspatial.models.checkpoint import (check_model_checkpoint,
                                          load_checkpoint_file,
                                          local_checkpoint_policy,
                                          official_classifier_to_mmpretrain)
-from mmspatial.utils import (backbone_cfg, build_model, build_runner,
-                             check_data_roots, load_config,
-                             setup_cpu_distributed)
+from mmspatial.utils import (backbone_cfg, build_model, build_runner, check_data_roots,
+                             load_config, run_tool, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -123,7 +121,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

@@ -14,7 +14,6 @@ before the Runner is built.
 import argparse
 import os
 import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 from mmengine.runner import find_latest_checkpoint
@@ -22,7 +21,7 @@ from mmengine.runner import find_latest_checkpoint
 from mmspatial.errors import InputError
 from mmspatial.models.checkpoint import local_checkpoint_policy
 from mmspatial.utils import (backbone_cfg, build_runner, check_checkpoints,
-                             check_data_roots, check_pretrained, load_config,
+                             check_data_roots, check_pretrained, load_config, run_tool,
                              setup_cpu_distributed)
 
 
@@ -102,7 +101,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

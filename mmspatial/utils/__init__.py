@@ -1,6 +1,7 @@
 """What the command-line tools under ``tools/`` share: loading and checking
 configs, building their models and runners, synthetic batches for the
-analysis tools, and CPU-only distributed runs."""
+analysis tools, CPU-only distributed runs, and the scripts' entry point."""
+from .cli import run_tool
 from .config import (backbone_cfg, build_model, build_runner, check_checkpoints,
                      check_data_roots, check_pretrained, load_config,
                      pretrained_checkpoint)
@@ -9,5 +10,5 @@ from .synthetic_inputs import data_samples, synthetic_batch
 
 __all__ = ['backbone_cfg', 'build_model', 'build_runner', 'check_checkpoints',
            'check_data_roots', 'check_pretrained', 'load_config',
-           'pretrained_checkpoint', 'setup_cpu_distributed', 'data_samples',
+           'pretrained_checkpoint', 'run_tool', 'setup_cpu_distributed', 'data_samples',
            'synthetic_batch']

@@ -17,6 +17,8 @@ pytest.importorskip('mmpretrain')
 
 from mmengine.config import Config  # noqa: E402
 
+from mmspatial.errors import InputError  # noqa: E402
+
 from .helpers import REPO_ROOT, TOOLS, dump, shrink  # noqa: E402
 
 ANALYSIS = osp.join(TOOLS, 'analysis')
@@ -168,7 +170,7 @@ def test_flops_of_s_and_b_models(model, arch, flops_once, thin_b):
 
 def test_analysis_tools_name_a_missing_config(tools):
     benchmark = tools('benchmark', ANALYSIS)
-    with pytest.raises(benchmark.InputError, match="config file not found: 'nope.py'"):
+    with pytest.raises(InputError, match="config file not found: 'nope.py'"):
         benchmark.main(['nope.py'])
 
 

@@ -70,9 +70,9 @@ def test_command_line_options(tools, data, tmp_path, monkeypatch):
 
 def test_missing_config_is_named(tools):
     train, test = tools('train'), tools('test')
-    with pytest.raises(train.InputError, match="config file not found: 'nope.py'"):
+    with pytest.raises(InputError, match="config file not found: 'nope.py'"):
         train.main(['nope.py'])
-    with pytest.raises(test.InputError, match="config file not found: 'nope.py'"):
+    with pytest.raises(InputError, match="config file not found: 'nope.py'"):
         test.main(['nope.py', 'model.pth'])
 
 
@@ -87,23 +87,23 @@ def test_command_line_error_is_one_line():
 def test_missing_data_root_says_what_to_put_there(tools, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/ here
     train, test = tools('train'), tools('test')
-    with pytest.raises(train.InputError) as error:
+    with pytest.raises(InputError) as error:
         train.main([DET_T])
     message = str(error.value)
     assert "data root 'data/coco/' of train_dataloader" in message
     assert 'COCO 2017' in message and 'train_dataloader.dataset.data_root=PATH' in message
     assert 'mmspatial.datasets.synthetic' in message
-    with pytest.raises(test.InputError, match='ADE20K') as error:
+    with pytest.raises(InputError, match='ADE20K') as error:
         test.main([SEG_T, 'model.pth'])
     assert "'data/ade/ADEChallengeData2016' of test_dataloader" in str(error.value)
-    with pytest.raises(test.InputError, match='ImageNet-1K'):
+    with pytest.raises(InputError, match='ImageNet-1K'):
         test.main([CLS_T, 'model.pth'])
 
 
 def test_missing_pretrained_backbone_is_an_error(tools, data, tmp_path):
     train = tools('train')
     config = dump(use_data(Config.fromfile(DET_T), data), tmp_path / 'det.py')
-    with pytest.raises(train.InputError) as error:
+    with pytest.raises(InputError) as error:
         train.main([config, '--work-dir', str(tmp_path)])
     message = str(error.value)
     assert "pretrained checkpoint 'checkpoints/spatialmamba_t_in1k.pth'" in message
@@ -113,7 +113,7 @@ def test_missing_pretrained_backbone_is_an_error(tools, data, tmp_path):
 def test_missing_checkpoint_is_named(tools, data, tmp_path):
     test = tools('test')
     config = dump(use_data(Config.fromfile(SEG_T), data), tmp_path / 'seg.py')
-    with pytest.raises(test.InputError, match="checkpoint not found: 'nope.pth'"):
+    with pytest.raises(InputError, match="checkpoint not found: 'nope.pth'"):
         test.main([config, 'nope.pth', '--work-dir', str(tmp_path)])
 
 
@@ -125,7 +125,7 @@ def test_checkpoint_of_another_arch_is_an_error(tools, data, tmp_path):
     checkpoint = tmp_path / 'upernet_t.pth'
     torch.save({'state_dict': {'backbone.' + k: v for k, v in backbone.items()}}, checkpoint)
     config = dump(use_data(Config.fromfile(SEG_S), data), tmp_path / 'seg_s.py')
-    with pytest.raises(test.InputError) as error:
+    with pytest.raises(InputError) as error:
         test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
     message = str(error.value)
     assert 'depths [2, 4, 21, 5]' in message and 'another arch' in message
@@ -138,7 +138,7 @@ def test_classifier_checkpoint_for_a_detector_is_an_error(tools, data, tmp_path,
     checkpoint = tmp_path / 'official_t.pth'
     torch.save(official_classifier(official_keys, 'tiny'), checkpoint)
     config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
-    with pytest.raises(test.InputError, match='no backbone.* weights.*ImageNet classifier'):
+    with pytest.raises(InputError, match='no backbone.* weights.*ImageNet classifier'):
         test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
 
 
@@ -148,7 +148,7 @@ def test_released_classifier_of_another_arch_is_an_error(tools, data, tmp_path,
     checkpoint = tmp_path / 'official_t.pth'
     torch.save(official_classifier(official_keys, 'tiny'), checkpoint)
     config = dump(use_data(Config.fromfile(CLS_S), data), tmp_path / 'cls_s.py')
-    with pytest.raises(test.InputError, match='another arch'):
+    with pytest.raises(InputError, match='another arch'):
         test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
 
 
@@ -280,7 +280,7 @@ def test_train_then_test_with_tta(tools, data, tmp_path):
 def test_tta_needs_a_tta_config(tools, data, tmp_path):
     test = tools('test')
     config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
-    with pytest.raises(test.InputError, match='defines no tta_model and no tta_pipeline'):
+    with pytest.raises(InputError, match='defines no tta_model and no tta_pipeline'):
         test.main([config, 'whatever.pth', '--tta', '--work-dir', str(tmp_path)])
 
 
@@ -308,8 +308,8 @@ def test_convert_released_classifier(tools, tmp_path, official_keys):
     missing, unexpected = model.load_state_dict(classifier['state_dict'], strict=True)
     assert not missing and not unexpected
 
-    with pytest.raises(convert.InputError,
+    with pytest.raises(InputError,
                        match=r'--arch s asked for .*depths \[2, 4, 21, 5\]'):
         convert.main([str(src), str(tmp_path / 'x.pth'), '--to', 'backbone', '--arch', 's'])
-    with pytest.raises(convert.InputError, match='needs an ImageNet classifier'):
+    with pytest.raises(InputError, match='needs an ImageNet classifier'):
         convert.main([str(tmp_path / 'bb.pth'), str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])

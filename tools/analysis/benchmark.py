@@ -13,15 +13,12 @@ synchronised around the timed iterations. The backbone is freshly
 initialised (weights do not change the speed).
 """
 import argparse
-import os.path as osp
-import sys
 import time
 
 import torch
 from mmengine.config import DictAction
 
-from mmspatial.errors import InputError
-from mmspatial.utils import build_model, load_config, synthetic_batch
+from mmspatial.utils import build_model, load_config, run_tool, synthetic_batch
 
 DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 
@@ -114,7 +111,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

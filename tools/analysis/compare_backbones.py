@@ -24,13 +24,11 @@ import argparse
 import os
 import os.path as osp
 import statistics
-import sys
 import time
 
 import torch
 
-from mmspatial.errors import InputError
-from mmspatial.utils import build_model, load_config, synthetic_batch
+from mmspatial.utils import build_model, load_config, run_tool, synthetic_batch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS = ('Spatial-Mamba-T', 'Swin-T', 'ConvNeXt-T')
@@ -240,7 +238,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

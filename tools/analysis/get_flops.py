@@ -22,16 +22,13 @@ totals lists what each operation type contributed, the SSM's split into
 counted (element-wise ones, by convention).
 """
 import argparse
-import os.path as osp
-import sys
 from collections import Counter
 
 import torch
 from mmengine.config import DictAction
 
-from mmspatial.errors import InputError
 from mmspatial.models import SpatialMamba
-from mmspatial.utils import build_model, data_samples, load_config
+from mmspatial.utils import build_model, data_samples, load_config, run_tool
 
 
 class ModelInTensorMode(torch.nn.Module):
@@ -139,7 +136,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)

@@ -21,15 +21,14 @@ import argparse
 import glob
 import os
 import os.path as osp
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmspatial.errors import InputError, MissingFileError
+from mmspatial.errors import MissingFileError
 from mmspatial.models import SpatialMamba
-from mmspatial.utils import backbone_cfg, load_config
+from mmspatial.utils import backbone_cfg, load_config, run_tool
 
 # ImageNet statistics, RGB, 0..255 (the configs' data_preprocessor).
 MEAN = (123.675, 116.28, 103.53)
@@ -182,7 +181,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except InputError as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)
