@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_backbone_checkpoint
 from ..layers import StructureAwareSSM
+from ..layers.inplace import add_into, gelu_into
 
 NUM_STAGES = 4
 
@@ -111,11 +112,12 @@ class Mlp(nn.Module):
         super().__init__()
         hidden = int(dim * ratio)
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        # the (batch, H, W, ratio*C) hidden is the block's widest tensor: its
+        # GELU runs in place when autograd does not record
+        return self.fc2(gelu_into(self.fc1(x)))
 
 
 class SpatialMambaBlock(nn.Module):
@@ -145,13 +147,15 @@ class SpatialMambaBlock(nn.Module):
 
     @staticmethod
     def _positional(conv, x):
-        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        """x + conv(x) for channels-last x."""
+        x = x.permute(0, 3, 1, 2)
+        return add_into(conv(x), x).permute(0, 2, 3, 1)
 
     def forward(self, x):
-        x = x + self._positional(self.cpe1, x)
-        x = x + self.drop_path(self.self_attention(self.ln_1(x)))
-        x = x + self._positional(self.cpe2, x)
-        x = x + self.drop_path(self.mlp(self.ln_2(x)))
+        x = self._positional(self.cpe1, x)
+        x = add_into(self.drop_path(self.self_attention(self.ln_1(x))), x)
+        x = self._positional(self.cpe2, x)
+        x = add_into(self.drop_path(self.mlp(self.ln_2(x))), x)
         return x
 
 
