@@ -58,8 +58,8 @@ class Stem(nn.Module):
     conv3x3 s2 (3 -> C/2) BN ReLU; a residual pair of conv3x3 (C/2) added to its
     input; conv3x3 s2 (C/2 -> 4C) BN ReLU; conv1x1 (4C -> C) BN.
 
-    Input (batch, in_channels, H, W); output channels-last
-    (batch, ceil(H/4), ceil(W/4), C).
+    Input (batch, in_channels, H, W) in either memory format; output a
+    contiguous channels-last (batch, ceil(H/4), ceil(W/4), C) tensor.
     """
 
     def __init__(self, in_channels, embed_dim):
@@ -74,10 +74,10 @@ class Stem(nn.Module):
             ConvNormAct(embed_dim * 4, embed_dim, 1, act=False))
 
     def forward(self, x):
-        # channels-last memory from the first convolution on: the output permutes
-        # to a contiguous (batch, H, W, C) tensor, so every block, LayerNorm and
-        # depthwise convolution after it runs on dense channels-last data (on the
-        # CPU, oneDNN's NCHW depthwise kernels are several times slower)
+        # channels-last memory from the first convolution on, so that every
+        # block, LayerNorm and depthwise convolution after the stem reads dense
+        # (batch, H, W, C) data (oneDNN's NCHW depthwise kernels are several
+        # times slower on the CPU, and NCHW memory would cost a copy per LayerNorm)
         x = self.conv1(x.contiguous(memory_format=torch.channels_last))
         x = x + self.conv2(x)
         x = self.conv3(x)
