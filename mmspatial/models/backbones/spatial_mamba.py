@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_backbone_checkpoint
 from ..layers import StructureAwareSSM
+from ..layers.inplace import add_into, gelu_into
 
 NUM_STAGES = 4
 
@@ -57,8 +58,8 @@ class Stem(nn.Module):
     conv3x3 s2 (3 -> C/2) BN ReLU; a residual pair of conv3x3 (C/2) added to its
     input; conv3x3 s2 (C/2 -> 4C) BN ReLU; conv1x1 (4C -> C) BN.
 
-    Input (batch, in_channels, H, W); output channels-last
-    (batch, ceil(H/4), ceil(W/4), C).
+    Input (batch, in_channels, H, W) in either memory format; output a
+    contiguous channels-last (batch, ceil(H/4), ceil(W/4), C) tensor.
     """
 
     def __init__(self, in_channels, embed_dim):
@@ -73,7 +74,11 @@ class Stem(nn.Module):
             ConvNormAct(embed_dim * 4, embed_dim, 1, act=False))
 
     def forward(self, x):
-        x = self.conv1(x)
+        # channels-last memory from the first convolution on, so that every
+        # block, LayerNorm and depthwise convolution after the stem reads dense
+        # (batch, H, W, C) data (oneDNN's NCHW depthwise kernels are several
+        # times slower on the CPU, and NCHW memory would cost a copy per LayerNorm)
+        x = self.conv1(x.contiguous(memory_format=torch.channels_last))
         x = x + self.conv2(x)
         x = self.conv3(x)
         return x.permute(0, 2, 3, 1)
@@ -107,11 +112,12 @@ class Mlp(nn.Module):
         super().__init__()
         hidden = int(dim * ratio)
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        # the (batch, H, W, ratio*C) hidden is the block's widest tensor: its
+        # GELU runs in place when autograd does not record
+        return self.fc2(gelu_into(self.fc1(x)))
 
 
 class SpatialMambaBlock(nn.Module):
@@ -141,13 +147,15 @@ class SpatialMambaBlock(nn.Module):
 
     @staticmethod
     def _positional(conv, x):
-        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        """x + conv(x) for channels-last x."""
+        x = x.permute(0, 3, 1, 2)
+        return add_into(conv(x), x).permute(0, 2, 3, 1)
 
     def forward(self, x):
-        x = x + self._positional(self.cpe1, x)
-        x = x + self.drop_path(self.self_attention(self.ln_1(x)))
-        x = x + self._positional(self.cpe2, x)
-        x = x + self.drop_path(self.mlp(self.ln_2(x)))
+        x = self._positional(self.cpe1, x)
+        x = add_into(self.drop_path(self.self_attention(self.ln_1(x))), x)
+        x = self._positional(self.cpe2, x)
+        x = add_into(self.drop_path(self.mlp(self.ln_2(x))), x)
         return x
 
 

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from mmspatial.ops import state_fusion, structure_aware_ssm
 
+from .inplace import mul_into, silu_into
+
 
 class StateFusion(nn.Module):
     """Structure-aware state fusion: one 3x3 depthwise kernel per dilation
@@ -99,11 +101,17 @@ class StructureAwareSSM(nn.Module):
         self.Ds.fill_(1.0)
 
     def forward(self, x):
-        x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))                  # (b, D, H, W)
+        # in_proj as two products (same values as one and a split): x and z come
+        # out contiguous, so the depthwise convolution and the gate read them
+        # without a strided copy
+        x, z = (F.linear(x, weight) for weight in self.in_proj.weight.chunk(2))
+        x = silu_into(self.conv2d(x.permute(0, 3, 1, 2)))               # (b, D, H, W)
         x_dbl = F.conv2d(x, self.x_proj_weight[:, :, None, None])       # (b, R+2N, H, W)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        dt = F.conv2d(dt, self.dt_projs_weight[:, :, None, None])       # (b, D, H, W)
+        # the step projection as a product over channels-last rows (same values as
+        # the 1x1 convolution): delta comes out channels-last like u, which the
+        # op reads without transposing
+        dt = F.linear(dt.permute(0, 2, 3, 1), self.dt_projs_weight).permute(0, 3, 1, 2)
         y = structure_aware_ssm(
             x, dt, -torch.exp(self.A_logs.float()), B, C, self.Ds,
             self.state_fusion.stacked_kernels(), self.state_fusion.alpha,
@@ -111,4 +119,4 @@ class StructureAwareSSM(nn.Module):
         # in the norm's dtype: a half()/bfloat16() model's LayerNorm refuses
         # float32 input (a no-op for float32 models, also under autocast)
         y = self.out_norm(y.permute(0, 2, 3, 1).to(self.out_norm.weight.dtype))
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj(mul_into(silu_into(z), y))
