@@ -395,7 +395,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
 
 
 def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
-                           chunk=CHUNK):
+                         chunk=CHUNK):
     """The scan of :func:`selective_scan_ref`, chunked: no Python loop over L.
 
     Same arguments and values (float32 states, float64 for float64 inputs), as a
