@@ -11,14 +11,14 @@ graph, as in mmdeploy). Outputs:
 * mmdet detector: the backbone + neck features (the FPN levels). Region
   proposals, RoI heads and NMS are mmdeploy's domain.
 """
-import os.path as osp
 from collections import Counter
 
 import torch
 import torch.nn as nn
 
-from mmspatial.errors import InputError, MissingFileError
-from mmspatial.models.checkpoint import (check_fits, load_checkpoint_file,
+from mmspatial.errors import InputError
+from mmspatial.models.checkpoint import (check_fits, is_official_classifier,
+                                         load_checkpoint_file,
                                          official_classifier_to_mmpretrain,
                                          strip_ddp_prefix)
 from mmspatial.utils import load_config
@@ -28,42 +28,41 @@ _EXPORTED_PREFIXES = {'mmpretrain': ('',), 'mmseg': ('backbone.', 'neck.', 'deco
                       'mmdet': ('backbone.', 'neck.')}
 
 
-class ClassifierLogits(nn.Module):
-    """An mmpretrain ``ImageClassifier``: images -> logits (batch, num_classes)."""
+class _ExportedPart(nn.Module):
+    """Wraps a task model; ``forward`` maps the image batch to the exported
+    outputs, named after ``output_name`` in the ONNX file."""
 
-    output_name = 'logits'
+    output_name = None
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+
+
+class ClassifierLogits(_ExportedPart):
+    """An mmpretrain ``ImageClassifier``: images -> logits (batch, num_classes)."""
+
+    output_name = 'logits'
 
     def forward(self, inputs):
         return self.model(inputs, mode='tensor')
 
 
-class SegmentorScores(nn.Module):
+class SegmentorScores(_ExportedPart):
     """An mmseg ``EncoderDecoder``: images -> class scores (batch, K, H, W)."""
 
     output_name = 'seg_scores'
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
     def forward(self, inputs):
         metas = [dict(img_shape=tuple(inputs.shape[2:]))] * inputs.shape[0]
         return self.model.encode_decode(inputs, metas)
 
 
-class DetectorFeatures(nn.Module):
+class DetectorFeatures(_ExportedPart):
     """An mmdet detector's backbone + neck: images -> tuple of feature maps
     (exported as ``feat0``, ``feat1``, ...)."""
 
     output_name = 'feat'
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
     def forward(self, inputs):
         return tuple(self.model.extract_feat(inputs))
@@ -131,15 +130,11 @@ def load_export_config(path, cfg_options=None):
 def _state_dict_of(checkpoint, scope, path):
     """The model state dict of a loaded checkpoint (a released ImageNet
     classifier is converted to mmpretrain's keys)."""
-    if not isinstance(checkpoint, dict):
-        raise InputError(f'{path!r} is not a checkpoint (a dict of tensors), got '
-                         f'{type(checkpoint).__name__}')
-    released = checkpoint.get('model')
-    if isinstance(released, dict) and 'head.weight' in released:
+    if is_official_classifier(checkpoint):
         if scope != 'mmpretrain':
             raise InputError(f'{path!r} is an ImageNet classifier checkpoint; exporting '
                              f'a {scope} model needs a checkpoint of that model')
-        return official_classifier_to_mmpretrain(strip_ddp_prefix(released))
+        return official_classifier_to_mmpretrain(strip_ddp_prefix(checkpoint['model']))
     return strip_ddp_prefix(checkpoint.get('state_dict', checkpoint))
 
 
@@ -147,11 +142,10 @@ def load_exported_weights(model, path, scope):
     """Load the tensors of the exported part of ``model`` from the checkpoint
     at ``path``; every one must be there with the model's shape.
 
-    Raises ``MissingFileError`` for a missing file and ``InputError`` for a
-    checkpoint of another arch or task, naming the tensors at fault.
+    Raises ``MissingFileError`` for a missing file (from ``load_checkpoint_file``)
+    and ``InputError`` for a checkpoint of another arch or task, naming the
+    tensors at fault.
     """
-    if '://' not in path and not osp.isfile(path):
-        raise MissingFileError(f'checkpoint not found: {path!r}')
     state_dict = _state_dict_of(load_checkpoint_file(path), scope, path)
     source = f'checkpoint {path!r}'
     if hasattr(model, 'backbone'):
