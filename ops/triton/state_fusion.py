@@ -37,21 +37,11 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ..state_fusion import DILATIONS
 from ._common import (block, check_launchable, launch, new_output, sequence_view,
                       strides)
 from ._common import _config as config
 
 NUM_TAPS = 25
-
-
-def tap_offsets():
-    """[(dy, dx)] of the 25 folded taps, in the order of the weight rows."""
-    offsets = [(0, 0)]
-    for dilation in DILATIONS:
-        for pos in (0, 1, 2, 3, 5, 6, 7, 8):
-            offsets.append(((pos // 3 - 1) * dilation, (pos % 3 - 1) * dilation))
-    return offsets
 
 
 def fold_tap_weights(kernels, alpha):
