@@ -200,6 +200,8 @@ def _composition():
         return None
     import torch.nn.functional as F
 
+    from mmspatial.ops.state_fusion import DILATIONS
+
     def composed(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias):
         batch, channels, height, width = u.shape
         dt = F.softplus(delta.float() + delta_bias[:, None, None])
@@ -208,7 +210,7 @@ def _composition():
         states, _ = chunk_hgrn(drive, gate)
         x = states.transpose(1, 2).reshape(batch, channels, height, width)
         h = 0
-        for i, dilation in enumerate((1, 3, 5)):
+        for i, dilation in enumerate(DILATIONS):
             h = h + alpha[i] * F.conv2d(F.pad(x, (dilation,) * 4, mode='replicate'),
                                         kernels[i, :, None], dilation=dilation,
                                         groups=channels)

@@ -23,11 +23,10 @@ printed with the table.
 import argparse
 import os
 import os.path as osp
-import statistics
-import time
 
 import torch
 
+from mmspatial.ops.benchmarking import time_side_by_side
 from mmspatial.utils import build_model, load_config, run_tool, synthetic_batch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -94,7 +93,6 @@ def memory_format(args):
 
 
 def build_backbones(device, args):
-    import mmspatial  # noqa: F401  (registers SpatialMamba)
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
     init_default_scope('mmpretrain')
@@ -167,24 +165,24 @@ def measurements(device, args):
 
 
 def time_alternating(steps, device, args):
-    """Median seconds per call of each step; the steps take turns in each round."""
+    """Median seconds per call of each step; the steps take turns in each round
+    (``mmspatial.ops.benchmarking.time_side_by_side``), each call waiting for
+    the device to finish."""
     autocast = torch.autocast(device.type, enabled=args.amp,
                               dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
     for model, train, _ in steps.values():
         model.train(train)
-    times = {name: [] for name in steps}
+
+    def synchronized(step):
+        def run():
+            step()
+            synchronize(device)
+        return run
     with autocast:
-        for _, _, step in steps.values():
-            for _ in range(args.warmup):
-                step()
-        for _ in range(args.repeats):
-            for name, (_, _, step) in steps.items():
-                synchronize(device)
-                start = time.perf_counter()
-                step()
-                synchronize(device)
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+        synchronize(device)
+        medians = time_side_by_side([synchronized(step) for _, _, step in steps.values()],
+                                    args.repeats, args.warmup)
+    return {name: median for name, (median, _) in zip(steps, medians)}
 
 
 def settings(device, args):
