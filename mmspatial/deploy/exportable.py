@@ -21,7 +21,7 @@ from mmspatial.models.checkpoint import (check_fits, is_official_classifier,
                                          load_checkpoint_file,
                                          official_classifier_to_mmpretrain,
                                          strip_ddp_prefix)
-from mmspatial.utils import load_config
+from mmspatial.utils import build_model, load_config
 
 # per default scope: the checkpoint prefixes the exported part reads
 _EXPORTED_PREFIXES = {'mmpretrain': ('',), 'mmseg': ('backbone.', 'neck.', 'decode_head.'),
@@ -179,17 +179,13 @@ def build_exportable(cfg, checkpoint=None):
     Returns:
         nn.Module: images (batch, 3, H, W) -> the outputs in the module docstring.
     """
-    import mmspatial.models  # noqa: F401  (registers SpatialMamba)
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.registry import DefaultScope
 
     scope = cfg.default_scope
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor'):
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    # the config's scope for this build only: the caller's default scope (an
+    # inferencer of another task, say) stays as it was
     with DefaultScope.overwrite_default_scope(scope):
-        # SyncBN needs a process group; in eval mode it is plain BN
-        model = revert_sync_batchnorm(MODELS.build(model_cfg))
+        model = build_model(cfg)
     if checkpoint is not None:
         load_exported_weights(model, checkpoint, scope)
     return _WRAPPERS[scope](make_pooling_exportable(model)).eval()

@@ -28,16 +28,14 @@ def small_config(scope, folder, size=64):
 
 def build_model(cfg, seed=0):
     """``cfg``'s model, initialised, then every tensor perturbed (seeded)."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.registry import DefaultScope
+
+    from mmspatial.utils import build_model as build_task_model
 
     from ..models.test_spatial_mamba import randomize_
     torch.manual_seed(seed)
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor'):  # mmpretrain's is top-level; the Runner merges it
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = revert_sync_batchnorm(MODELS.build(model_cfg))
+        model = build_task_model(cfg)
     model.init_weights()
     return randomize_(model, seed).eval()
 

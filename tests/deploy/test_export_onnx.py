@@ -137,3 +137,14 @@ def test_bad_shape(small_models, export_tool, tmp_path):
     config = small_models['mmpretrain'][0]
     with pytest.raises(ValueError, match='at least 32x32'):
         export_tool([config, '--shape', '16', '64', '--out', str(tmp_path / 'x.onnx')])
+
+
+def test_build_leaves_the_callers_scope(small_models):
+    """The model builds in its config's scope; the caller's default scope (an
+    inferencer of another task, say) is the same afterwards."""
+    from mmengine.registry import DefaultScope
+    _, cfg, _, _ = small_models['mmseg']
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        exported = build_exportable(cfg)
+        assert DefaultScope.get_current_instance().scope_name == 'mmpretrain'
+    assert type(exported.model).__name__ == 'EncoderDecoder'
