@@ -1,0 +1,73 @@
+"""Crash-safe writes: a temporary file in the same directory, fsynced, then
+``os.replace``d into place.
+
+A reader sees either the old file or the whole new one, never half of it: a
+kill, Ctrl-C or a failed write (full disk, a file-size limit) during the write
+leaves the old file as it was and removes the temporary one where it can.
+"""
+import os
+import os.path as osp
+import tempfile
+from contextlib import contextmanager
+
+
+def _fsync_dir(directory):
+    """Make the rename itself durable (a no-op where directories cannot be
+    opened, e.g. on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path, mode='wb', encoding=None):
+    """Open a temporary file beside ``path`` for writing; on leaving the block
+    without an exception it is flushed, fsynced and renamed to ``path``.
+
+    Args:
+        path (str | os.PathLike): the file to (re)place.
+        mode (str): ``'wb'`` or ``'w'``.
+        encoding (str | None): for text mode.
+
+    Yields:
+        file: the open temporary file.
+    """
+    if mode not in ('wb', 'w'):
+        raise ValueError(f'atomic_write: mode must be "wb" or "w", got {mode!r}')
+    path = os.fspath(path)
+    directory = osp.dirname(osp.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
+                               dir=directory)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_text(path, text, encoding='utf-8'):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path, 'w', encoding=encoding) as file:
+        file.write(text)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save(obj, path)``, atomically."""
+    import torch
+    with atomic_write(path, 'wb') as file:
+        torch.save(obj, file)
