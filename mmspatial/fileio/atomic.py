@@ -26,6 +26,12 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path, mode='wb', encoding=None):
     """Open a temporary file beside ``path`` for writing; on leaving the block
@@ -46,6 +52,7 @@ def atomic_write(path, mode='wb', encoding=None):
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
                                dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not 0600
         with os.fdopen(fd, mode, encoding=encoding) as file:
             yield file
             file.flush()
