@@ -13,7 +13,6 @@ evaluates with the config's test-time augmentation (``tta_model`` +
 ``tta_pipeline``; the segmentation configs' multi-scale + flip, the
 "mIoU (ms)" column).
 """
-import argparse
 import os
 import os.path as osp
 
@@ -27,12 +26,12 @@ from mmspatial.models.checkpoint import (check_model_checkpoint,
                                          load_checkpoint_file,
                                          local_checkpoint_policy,
                                          official_classifier_to_mmpretrain)
-from mmspatial.utils import (backbone_cfg, build_model, build_runner, check_data_roots,
-                             load_config, run_tool, setup_cpu_distributed)
+from mmspatial.utils import (backbone_cfg, build_model, build_runner, check_inputs,
+                             load_config, run_tool, setup_cpu_distributed, tool_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Test a Spatial-Mamba model')
+    parser = tool_parser(description='Test a Spatial-Mamba model')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where logs and metrics go '
@@ -75,7 +74,8 @@ def build_cfg(args):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    check_data_roots(cfg, ['test_dataloader'], args.config)
+    check_inputs(cfg, args.config, ['test_dataloader'],
+                 checkpoints=[('checkpoint', args.checkpoint, None)])
     # Weights come from CHECKPOINT; the backbone's ImageNet init is not needed.
     backbone = backbone_cfg(cfg)
     if backbone is not None:

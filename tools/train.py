@@ -1,7 +1,7 @@
 """Train a model of any shipped config with mmengine's Runner.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
-                                 [--cfg-options KEY=VALUE ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+                                 [--resume [CKPT]] [--cfg-options KEY=VALUE ...]
     bash tools/dist_train.sh CONFIG GPUS [...]
 
 mmdet, mmseg and mmpretrain configs all run through ``Runner.from_cfg``, which
@@ -11,31 +11,35 @@ Every checkpoint the run will read (``load_from`` or ``--resume``, the
 backbone's pretrained one) is read and checked against the config's backbone
 before the Runner is built.
 """
-import argparse
 import os
 import os.path as osp
 
 from mmengine.config import DictAction
-from mmengine.runner import find_latest_checkpoint
 
 from mmspatial.errors import InputError
 from mmspatial.models.checkpoint import local_checkpoint_policy
-from mmspatial.utils import (backbone_cfg, build_runner, check_checkpoints,
-                             check_data_roots, check_pretrained, load_config, run_tool,
-                             setup_cpu_distributed)
+from mmspatial.utils import (PRETRAINED_HINT, backbone_cfg, build_runner,
+                             check_checkpoints, check_inputs, checkpoint_to_resume,
+                             load_config, pretrained_checkpoint, run_tool,
+                             setup_cpu_distributed, tool_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a Spatial-Mamba model')
+    parser = tool_parser(description='Train a Spatial-Mamba model')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper)')
     parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the learning rate by the total batch size of this run over '
+        'the config\'s auto_scale_lr.base_batch_size (linear scaling rule)')
+    parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from this checkpoint, or without a value from the latest '
-        'checkpoint in the work dir')
+        help='resume from this checkpoint, or without a value from the one the work '
+        'dir\'s last_checkpoint names (training starts from scratch, with a warning, '
+        'where there is none)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config entries, e.g. train_dataloader.batch_size=4 '
@@ -60,28 +64,32 @@ def build_cfg(args):
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):
+            raise InputError(f'--auto-scale-lr: config {args.config} has no '
+                             'auto_scale_lr.base_batch_size (the total batch size '
+                             'its learning rate is for)')
+        cfg.auto_scale_lr.enable = True  # the Runner scales by world size x batch
     if args.resume is not None:
-        cfg.resume = True
-        # Without a path, the latest checkpoint of the work dir, as mmengine
-        # would find it; named here so that it is checked like any other, and
-        # none means a fresh start.
-        cfg.load_from = (find_latest_checkpoint(cfg.work_dir)
-                         if args.resume == 'auto' else args.resume)
+        # Named here, so that it is checked like any other checkpoint; with a
+        # bare --resume and nothing to resume, a fresh start.
+        resume_from = checkpoint_to_resume(cfg.work_dir, args.resume)
+        if resume_from is not None:
+            cfg.resume, cfg.load_from = True, resume_from
 
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')
-    check_data_roots(cfg, loaders, args.config)
-    try:
-        check_pretrained(cfg, args.config)
-    except InputError:
-        if not cfg.get('load_from'):
-            raise
+    pretrained = pretrained_checkpoint(cfg)
+    if pretrained and not osp.isfile(pretrained) and cfg.get('load_from'):
         # Everything the backbone's init would load is overwritten by load_from
         # (checked against the model by check_checkpoints), so do without it.
         print(f'note: the backbone\'s pretrained checkpoint is missing; not '
               f'needed, the weights come from {cfg.load_from}')
-        backbone_cfg(cfg).init_cfg = None
+        backbone_cfg(cfg).init_cfg = pretrained = None
+    check_inputs(cfg, args.config, loaders, checkpoints=[
+        ('the backbone\'s pretrained checkpoint', pretrained, PRETRAINED_HINT),
+        ('load_from checkpoint', cfg.get('load_from'), None)])
     return cfg
 
 

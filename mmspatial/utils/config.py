@@ -15,22 +15,9 @@ from mmengine.runner import Runner
 from ..errors import InputError, MissingFileError
 from ..models.checkpoint import (check_model_checkpoint, checkpoint_filter_fn,
                                  load_checkpoint_file)
+from .resume import check_training_state
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
-
-# What to put at a missing data root, per dataset type.
-DATA_HINTS = {
-    'CocoDataset': 'COCO 2017: train2017/, val2017/ and annotations/'
-                   'instances_{train,val}2017.json (https://cocodataset.org)',
-    'ADE20KDataset': 'ADE20K scene parsing: ADEChallengeData2016/images/ and '
-                     'annotations/ (see mmsegmentation\'s dataset preparation '
-                     'guide)',
-    'ImageNet': 'ImageNet-1K: train/, val/ and meta/{train,val}.txt '
-                '(https://image-net.org, laid out as mmpretrain\'s docs say)',
-}
-DEMO_HINT = ('or try the pipeline first on synthetic data: `python -m '
-             'mmspatial.datasets.synthetic --out data/synthetic` writes it and the '
-             'configs under configs/*/demo/ use it (`python tools/demo.py` does both)')
 
 
 def load_config(path, cfg_options=None, require_model=False):
@@ -62,40 +49,6 @@ def backbone_cfg(cfg):
     return model.get('backbone')
 
 
-def _datasets(dataset):
-    """The dataset configs inside ``dataset`` (through wrappers)."""
-    if dataset is None:
-        return
-    if 'datasets' in dataset:  # ConcatDataset
-        for sub in dataset['datasets']:
-            yield from _datasets(sub)
-    elif 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
-        yield from _datasets(dataset['dataset'])
-    else:
-        yield dataset
-
-
-def check_data_roots(cfg, loaders, config_path):
-    """Raise if a dataset of ``cfg.<loader>`` has a ``data_root`` that does
-    not exist; say which one and how to get the data."""
-    for loader in loaders:
-        dataloader = cfg.get(loader)
-        if not dataloader:
-            continue
-        for dataset in _datasets(dataloader.get('dataset')):
-            root = dataset.get('data_root')
-            if not root or osp.isdir(root):
-                continue
-            kind = dataset.get('type', '?')
-            what = DATA_HINTS.get(kind, f'the data of {kind}')
-            raise MissingFileError(
-                f'data root {root!r} of {loader} (config {config_path}) does not '
-                f'exist. Put {what} there (a symbolic link works), or point the '
-                f'config elsewhere with --cfg-options '
-                f'{loader}.dataset.data_root=PATH (and the evaluator\'s ann_file '
-                f'where it has one); {DEMO_HINT}.')
-
-
 def pretrained_checkpoint(cfg):
     """The local file of the backbone's ``Pretrained`` init_cfg, or None."""
     init_cfg = (backbone_cfg(cfg) or {}).get('init_cfg')
@@ -105,25 +58,15 @@ def pretrained_checkpoint(cfg):
     return path if path and '://' not in path else None
 
 
-def check_pretrained(cfg, config_path):
-    """Raise if the backbone's ``Pretrained`` init checkpoint is a local path
-    that does not exist (training would stop there after building everything)."""
-    path = pretrained_checkpoint(cfg)
-    if path and not osp.isfile(path):
-        raise MissingFileError(
-            f'the backbone\'s pretrained checkpoint {path!r} (config '
-            f'{config_path}) does not exist. Download the released ImageNet-1K '
-            f'checkpoint of this arch there, point at it with --cfg-options '
-            f'model.backbone.init_cfg.checkpoint=PATH, or train from scratch on '
-            f'purpose with --cfg-options model.backbone.init_cfg=None.')
-
-
 def check_checkpoints(cfg, config_path):
     """Read every checkpoint a training run of ``cfg`` will load (``load_from``,
-    the backbone's pretrained one) and check it against the config's backbone."""
+    the backbone's pretrained one) and check it against the config's backbone;
+    one to resume from must also hold the training state."""
     load_from, pretrained = cfg.get('load_from'), pretrained_checkpoint(cfg)
     checkpoints = {path: load_checkpoint_file(path) for path in (load_from, pretrained)
                    if path}
+    if load_from and cfg.get('resume'):
+        check_training_state(checkpoints[load_from], load_from)
     if not checkpoints or backbone_cfg(cfg) is None:
         return
     backbone = build_model(cfg, backbone_only=True)

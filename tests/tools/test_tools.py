@@ -50,13 +50,15 @@ def test_command_line_options(tools, data, tmp_path, monkeypatch):
     monkeypatch.setenv('LOCAL_RANK', '')
     monkeypatch.delenv('LOCAL_RANK')
     config = dump(use_data(Config.fromfile(DET_T), data), tmp_path / 'det.py')
-    args = train.parse_args([config, '--amp', '--resume', 'last.pth', '--launcher', 'pytorch',
+    last = tmp_path / 'last.pth'
+    last.write_bytes(b'')  # read later, by run()
+    args = train.parse_args([config, '--amp', '--resume', str(last), '--launcher', 'pytorch',
                              '--local-rank', '1', '--work-dir', str(tmp_path),
                              '--cfg-options', 'train_dataloader.batch_size=4'])
     assert args.local_rank == 1 and train.os.environ['LOCAL_RANK'] == '1'
     cfg = train.build_cfg(args)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.launcher == 'pytorch'
-    assert cfg.resume and cfg.load_from == 'last.pth' and cfg.work_dir == str(tmp_path)
+    assert cfg.resume and cfg.load_from == str(last) and cfg.work_dir == str(tmp_path)
     assert cfg.train_dataloader.batch_size == 4
     # weights come from load_from: the missing ImageNet checkpoint is not needed
     assert cfg.model.backbone.init_cfg is None
@@ -113,7 +115,7 @@ def test_missing_pretrained_backbone_is_an_error(tools, data, tmp_path):
 def test_missing_checkpoint_is_named(tools, data, tmp_path):
     test = tools('test')
     config = dump(use_data(Config.fromfile(SEG_T), data), tmp_path / 'seg.py')
-    with pytest.raises(InputError, match="checkpoint not found: 'nope.pth'"):
+    with pytest.raises(InputError, match="checkpoint 'nope.pth' does not exist"):
         test.main([config, 'nope.pth', '--work-dir', str(tmp_path)])
 
 

@@ -12,19 +12,19 @@ label map / label each. Warm-up iterations are not timed; CUDA is
 synchronised around the timed iterations. The backbone is freshly
 initialised (weights do not change the speed).
 """
-import argparse
 import time
 
 import torch
 from mmengine.config import DictAction
 
-from mmspatial.utils import build_model, load_config, run_tool, synthetic_batch
+from mmspatial.utils import (build_model, load_config, run_tool, synthetic_batch,
+                             tool_parser)
 
 DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Benchmark a model')
+    parser = tool_parser(description='Benchmark a model')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: 800 1280 for mmdet, 512 '

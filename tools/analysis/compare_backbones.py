@@ -20,14 +20,14 @@ Spatial-Mamba-T's time over the other model's. The settings that change the
 answer (threads, TF32, channels-last, mixed precision, the SSM backend) are
 printed with the table.
 """
-import argparse
 import os
 import os.path as osp
 
 import torch
 
 from mmspatial.ops.benchmarking import time_side_by_side
-from mmspatial.utils import build_model, load_config, run_tool, synthetic_batch
+from mmspatial.utils import (build_model, load_config, run_tool, synthetic_batch,
+                             tool_parser)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS = ('Spatial-Mamba-T', 'Swin-T', 'ConvNeXt-T')
@@ -50,7 +50,7 @@ DETECTORS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = tool_parser(
         description='Time Spatial-Mamba-T beside Swin-T and ConvNeXt-T')
     parser.add_argument('--shape', type=int, nargs=2, default=(224, 224),
                         metavar=('H', 'W'), help='backbone input size (default 224 224)')

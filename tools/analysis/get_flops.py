@@ -21,14 +21,13 @@ totals lists what each operation type contributed, the SSM's split into
 ``selective_scan`` and ``state_fusion``, and which traced operations were not
 counted (element-wise ones, by convention).
 """
-import argparse
 from collections import Counter
 
 import torch
 from mmengine.config import DictAction
 
 from mmspatial.models import SpatialMamba
-from mmspatial.utils import build_model, data_samples, load_config, run_tool
+from mmspatial.utils import build_model, data_samples, load_config, run_tool, tool_parser
 
 
 class ModelInTensorMode(torch.nn.Module):
@@ -109,7 +108,7 @@ def report(result, name, shape):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Parameters and FLOPs')
+    parser = tool_parser(description='Parameters and FLOPs')
     parser.add_argument('config', nargs='?', help='config file path')
     parser.add_argument('--arch', help='a bare SpatialMamba backbone instead of a '
                         'config: tiny/small/base or t/s/b')

@@ -17,7 +17,6 @@ share of the ERF mass above vs below and left vs right of the centre (0.5 is
 symmetric), and the side of the square around the centre that holds 20%,
 50% and 90% of it.
 """
-import argparse
 import glob
 import os
 import os.path as osp
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 from mmspatial.errors import MissingFileError
 from mmspatial.models import SpatialMamba
-from mmspatial.utils import backbone_cfg, load_config, run_tool
+from mmspatial.utils import backbone_cfg, load_config, run_tool, tool_parser
 
 # ImageNet statistics, RGB, 0..255 (the configs' data_preprocessor).
 MEAN = (123.675, 116.28, 103.53)
@@ -135,7 +134,7 @@ def save_heatmap(erf, path, title):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='ERF of a Spatial-Mamba stage')
+    parser = tool_parser(description='ERF of a Spatial-Mamba stage')
     parser.add_argument('config', nargs='?', help='config whose backbone to use')
     parser.add_argument('--arch', help='tiny/small/base (or t/s/b) without a config')
     parser.add_argument('--checkpoint', help='weights (any released form)')
