@@ -65,17 +65,16 @@ def check_checkpoints(cfg, config_path):
     load_from, pretrained = cfg.get('load_from'), pretrained_checkpoint(cfg)
     checkpoints = {path: load_checkpoint_file(path) for path in (load_from, pretrained)
                    if path}
+    if checkpoints and backbone_cfg(cfg) is not None:
+        backbone = build_model(cfg, backbone_only=True)
+        if load_from:
+            check_model_checkpoint(checkpoints[load_from], backbone,
+                                   f'checkpoint {load_from!r} (for {config_path})')
+        if pretrained:
+            checkpoint_filter_fn(checkpoints[pretrained], backbone,
+                                 f'pretrained checkpoint {pretrained!r} (for {config_path})')
     if load_from and cfg.get('resume'):
         check_training_state(checkpoints[load_from], load_from)
-    if not checkpoints or backbone_cfg(cfg) is None:
-        return
-    backbone = build_model(cfg, backbone_only=True)
-    if load_from:
-        check_model_checkpoint(checkpoints[load_from], backbone,
-                               f'checkpoint {load_from!r} (for {config_path})')
-    if pretrained:
-        checkpoint_filter_fn(checkpoints[pretrained], backbone,
-                             f'pretrained checkpoint {pretrained!r} (for {config_path})')
 
 
 def build_model(cfg, backbone_only=False):

@@ -62,7 +62,7 @@ def test_command_line_options(tools, data, tmp_path, monkeypatch):
     assert cfg.train_dataloader.batch_size == 4
     # weights come from load_from: the missing ImageNet checkpoint is not needed
     assert cfg.model.backbone.init_cfg is None
-    args = test.parse_args([config, 'model.pth', '--amp', '--local_rank', '0'])
+    args = test.parse_args([config, str(last), '--amp', '--local_rank', '0'])
     cfg = test.build_cfg(args)
     assert cfg.test_cfg.fp16 and cfg.model.backbone.init_cfg is None
     assert cfg.work_dir.endswith('work_dirs/det')
@@ -282,8 +282,10 @@ def test_train_then_test_with_tta(tools, data, tmp_path):
 def test_tta_needs_a_tta_config(tools, data, tmp_path):
     test = tools('test')
     config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
+    checkpoint = tmp_path / 'whatever.pth'
+    checkpoint.write_bytes(b'')  # never read: the config is refused first
     with pytest.raises(InputError, match='defines no tta_model and no tta_pipeline'):
-        test.main([config, 'whatever.pth', '--tta', '--work-dir', str(tmp_path)])
+        test.main([config, str(checkpoint), '--tta', '--work-dir', str(tmp_path)])
 
 
 # ------------------------------------------------------- convert_checkpoint
