@@ -71,9 +71,10 @@ class AtomicCheckpointHook(CheckpointHook):
     ``out_dir`` included) that never leaves the work dir without a whole
     checkpoint: see the module docstring.
 
-    Saves to a local directory are atomic; with ``backend_args`` or
-    ``file_client_args`` naming another storage (e.g. ``s3://``), the hook
-    saves as mmengine's does.
+    Checkpoints in a local directory are written atomically; with
+    ``backend_args`` or ``file_client_args`` naming another storage (e.g.
+    ``s3://``), that storage writes them as it does for mmengine's hook. The
+    order (new file, then ``last_checkpoint``, then removals) holds for both.
 
     ``save_now(runner)`` saves outside the schedule, the same way (e.g. when a
     run stops early).
