@@ -15,7 +15,6 @@ it: a kill, Ctrl-C or full disk during the write leaves no usable checkpoint.
 At every moment the work dir holds a whole checkpoint that ``last_checkpoint``
 names, so ``--resume`` continues from the last good one.
 """
-import glob
 import os
 import os.path as osp
 
