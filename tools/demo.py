@@ -25,6 +25,11 @@ evaluation, and stops training early if the run would exceed ``--max-minutes``
 - ``<task>_loss.png``: the training losses, from mmengine's ``scalars.json``;
 - ``<task>/``: the runner's work dir (logs, last checkpoint).
 
+Every file a crash could leave half-written is written atomically
+(``mmspatial.fileio.atomic``); a run that the budget stops early saves its
+checkpoint through the config's ``AtomicCheckpointHook``, which also names it
+in ``last_checkpoint``.
+
 Usage (from the repository root)::
 
     python tools/demo.py                        # detection
@@ -41,6 +46,7 @@ import os
 import os.path as osp
 import time
 
+import cv2
 import mmcv
 import numpy as np
 import torch
@@ -50,6 +56,8 @@ from mmengine.runner import Runner
 
 from mmspatial.datasets.synthetic import (generate_synthetic_coco,
                                           generate_synthetic_seg)
+from mmspatial.engine import AtomicCheckpointHook
+from mmspatial.fileio.atomic import atomic_write, atomic_write_text
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -116,10 +124,27 @@ class DemoHook(Hook):
             runner.logger.warning(
                 f'time budget reached: training stopped at iteration '
                 f'{runner.iter} of {runner.max_iters}')
-            runner.save_checkpoint(runner.work_dir, f'iter_{runner.iter}.pth',
-                                   by_epoch=False)
+            checkpoint_hook(runner).save_now(runner)
         if not self.evaluations or self.evaluations[-1][0] != runner.iter:
             runner.val_loop.run()
+
+
+def checkpoint_hook(runner):
+    """The runner's ``AtomicCheckpointHook``, through which the demo saves."""
+    for hook in runner.hooks:
+        if isinstance(hook, AtomicCheckpointHook):
+            return hook
+    raise RuntimeError('the demo config has no AtomicCheckpointHook: '
+                       'default_hooks.checkpoint must keep its type')
+
+
+def write_png(path, image):
+    """Write a BGR ``image`` as a PNG file, atomically."""
+    ok, data = cv2.imencode('.png', image)
+    if not ok:
+        raise RuntimeError(f'could not encode {path} as PNG')
+    with atomic_write(path, 'wb') as file:
+        file.write(data.tobytes())
 
 
 def set_data_root(cfg, data_root):
@@ -200,8 +225,7 @@ def draw_predictions(runner, task, out_file, num_images=6, columns=3):
         rows = [np.concatenate(tiles, axis=1)]
     grid = np.concatenate(rows, axis=0)
     scale = max(1, 256 // tiles[0].shape[0])  # small images: enlarge, crisply
-    mmcv.imwrite(mmcv.imrescale(grid, scale, interpolation='nearest'),
-                 out_file)
+    write_png(out_file, mmcv.imrescale(grid, scale, interpolation='nearest'))
 
 
 def plot_losses(scalars_file, out_file, title):
@@ -228,7 +252,8 @@ def plot_losses(scalars_file, out_file, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_file)
+    with atomic_write(out_file, 'wb') as file:
+        fig.savefig(file, format='png')
     plt.close(fig)
 
 
@@ -298,8 +323,7 @@ def write_summary(results, work_dir):
         with open(summary_json) as f:
             summary = json.load(f)
     summary.update(results)
-    with open(summary_json, 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(summary_json, json.dumps(summary, indent=2))
     lines = ['# Spatial-Mamba-T on synthetic shapes (CPU demo)', '']
     for task, result in summary.items():
         stopped = ' (stopped by the time budget)' if result[
@@ -316,8 +340,7 @@ def write_summary(results, work_dir):
                   for name, m in result['metrics'].items()]
         lines += ['', f'![predictions]({osp.basename(result["predictions_png"])})',
                   f'![loss]({osp.basename(result["loss_png"])})', '']
-    with open(osp.join(work_dir, 'summary.md'), 'w') as f:
-        f.write('\n'.join(lines))
+    atomic_write_text(osp.join(work_dir, 'summary.md'), '\n'.join(lines))
     return '\n'.join(lines)
 
 

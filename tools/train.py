@@ -9,13 +9,16 @@ takes the registries of the config's ``default_scope``. Importing ``mmspatial``
 registers the backbone, so a config needs no ``custom_imports`` for this tool.
 Every checkpoint the run will read (``load_from`` or ``--resume``, the
 backbone's pretrained one) is read and checked against the config's backbone
-before the Runner is built.
+before the Runner is built. Rank 0 holds ``<work_dir>/train.lock`` for the
+run: a second training in the same work dir stops with an error naming the
+first (``mmspatial.engine.work_dir_lock``).
 """
 import os
 import os.path as osp
 
 from mmengine.config import DictAction
 
+from mmspatial.engine.work_dir_lock import work_dir_lock
 from mmspatial.errors import InputError
 from mmspatial.models.checkpoint import local_checkpoint_policy
 from mmspatial.utils import (PRETRAINED_HINT, backbone_cfg, build_runner,
@@ -94,12 +97,14 @@ def build_cfg(args):
 
 
 def run(cfg, args):
-    """Check what the run loads, build the Runner for ``cfg`` and train."""
+    """Check what the run loads, build the Runner for ``cfg`` and train, holding
+    the work dir's lock (a second training there stops with an InputError)."""
     check_checkpoints(cfg, args.config)
     setup_cpu_distributed(cfg)
-    runner = build_runner(cfg)
-    with local_checkpoint_policy():
-        runner.train()
+    with work_dir_lock(cfg.work_dir, cfg.launcher):  # before the Runner writes there
+        runner = build_runner(cfg)
+        with local_checkpoint_policy():
+            runner.train()
     return runner
 
 

@@ -18,8 +18,10 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/crash_safe_checkpoint.py',
 ]
 custom_imports = dict(imports=['mmspatial'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=_base_.crash_safe_checkpoint)
 
 model = dict(
     type='ImageClassifier',

@@ -5,8 +5,10 @@
 # and optimizer (AdamW lr 1e-4 wd 0.05) come from the base. Its paramwise_cfg
 # (Swin's custom_keys) is kept on purpose: the published numbers were obtained
 # with it; ../_base_/spatialmamba_nodecay.py says what it leaves decayed.
-_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+          '../_base_/crash_safe_checkpoint.py']
 custom_imports = dict(imports=['mmspatial'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=_base_.crash_safe_checkpoint)
 
 # ImageNet-1K classifier checkpoint of the same arch, loaded as released (its
 # classifier head and final norm are dropped, every other key must fit). Put

@@ -13,9 +13,11 @@
 #   --cfg-options model.decode_head.norm_cfg.type=BN \
 #                 model.auxiliary_head.norm_cfg.type=BN
 _base_ = [
-    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa: E501
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',  # noqa: E501
+    '../_base_/crash_safe_checkpoint.py',
 ]
 custom_imports = dict(imports=['mmspatial'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=_base_.crash_safe_checkpoint)
 
 # ImageNet-1K classifier checkpoint of the same arch, loaded as released.
 # Override with --cfg-options model.backbone.init_cfg.checkpoint=PATH (or

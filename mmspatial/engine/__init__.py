@@ -1,4 +1,5 @@
-"""Training-time additions to mmengine; importing this package registers them."""
-from .hooks import RandomStateHook
+"""Training-time additions to mmengine: importing this package registers the
+hooks; ``work_dir_lock`` keeps one training per work dir."""
+from .hooks import AtomicCheckpointHook, RandomStateHook
 
-__all__ = ['RandomStateHook']
+__all__ = ['AtomicCheckpointHook', 'RandomStateHook']

@@ -5,6 +5,7 @@ A reader sees either the old file or the whole new one, never half of it: a
 kill, Ctrl-C or a failed write (full disk, a file-size limit) during the write
 leaves the old file as it was and removes the temporary one where it can.
 """
+import glob
 import os
 import os.path as osp
 import tempfile
@@ -24,6 +25,17 @@ def _fsync_dir(directory):
         pass
     finally:
         os.close(fd)
+
+
+_SUFFIX = '.tmp'
+
+
+def temporary_files(path):
+    """The temporary files that :func:`atomic_write` calls for ``path`` left
+    beside it: those of writes in progress, or that a kill interrupted (which
+    no ``except`` can remove). ``path``'s name may be a glob pattern."""
+    directory, name = osp.split(os.fspath(path))
+    return sorted(glob.glob(osp.join(directory, f'.{name}.*{_SUFFIX}')))
 
 
 def _umask():
@@ -49,7 +61,7 @@ def atomic_write(path, mode='wb', encoding=None):
         raise ValueError(f'atomic_write: mode must be "wb" or "w", got {mode!r}')
     path = os.fspath(path)
     directory = osp.dirname(osp.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix=_SUFFIX,
                                dir=directory)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not 0600
