@@ -22,6 +22,8 @@ TOOL_CALL = re.compile(r'(?:python|bash) (tools/[\w/]+\.(?:py|sh))')
 OPTION = re.compile(r'(?<![\w-])(--[a-z][a-z-]*)')
 # the scripts that pass their options on to another tool
 FORWARDS_TO = {'tools/dist_train.sh': 'tools/train.py', 'tools/dist_test.sh': 'tools/test.py'}
+# options every tool may get from the tools' shared entry point
+SHARED_TOOL_CODE = REPO_ROOT / 'mmspatial' / 'utils'
 
 
 def page_id(page):
@@ -84,7 +86,9 @@ def test_cited_files_exist(page):
 @pytest.mark.parametrize('page', PAGES, ids=page_id)
 def test_cited_tool_options_exist(page):
     """Every --option on a command line of a code block is defined by that tool
-    (or by the tool a dist_*.sh script passes its options to)."""
+    (or by the tool a dist_*.sh script passes its options to), or by the
+    tools' shared entry point."""
+    shared = ''.join(path.read_text() for path in sorted(SHARED_TOOL_CODE.glob('*.py')))
     unknown = []
     for line in code_blocks(page.read_text()):
         for call in TOOL_CALL.finditer(line):
@@ -93,7 +97,7 @@ def test_cited_tool_options_exist(page):
             if not script.exists():
                 unknown.append(f'{tool} (no such tool)')
                 continue
-            source = script.read_text()
+            source = script.read_text() + shared
             rest = line[call.end():].split('#')[0]
             rest = re.split(r'(?:python|bash) tools/', rest)[0]  # up to the next call
             unknown += [f'{tool} {option}' for option in OPTION.findall(rest)
