@@ -21,12 +21,23 @@ import os
 import os.path as osp
 import re
 import sys
+import warnings
 from contextlib import contextmanager
 
 from ..errors import InputError
 
 TRUST_CHECKPOINT_ENV = 'MMSPATIAL_TRUST_CHECKPOINT'
 ALLOW_PARTIAL_LOAD_ENV = 'MMSPATIAL_ALLOW_PARTIAL_LOAD'
+
+# Third-party warnings that tell a user of the tools nothing they can act on,
+# as (message regex, category name): mmengine 0.10.7 and mmdet import
+# pkg_resources; torch's ONNX exporter warns about every traced shape and
+# every Slice it cannot fold.
+KNOWN_WARNINGS = (
+    (r'pkg_resources is deprecated as an API', 'UserWarning'),
+    (r'', 'TracerWarning'),
+    (r'Constant folding - Only steps=1 can be constant folded', 'UserWarning'),
+)
 
 
 def add_shared_arguments(parser):
@@ -81,6 +92,20 @@ def applied_flags(flags):
                 os.environ[name] = value
 
 
+@contextmanager
+def known_warnings_silenced():
+    """Inside the block the :data:`KNOWN_WARNINGS`, and only those, are not
+    shown."""
+    with warnings.catch_warnings():
+        for message, category in KNOWN_WARNINGS:
+            if category == 'TracerWarning':
+                from torch.jit import TracerWarning as category_class
+            else:
+                category_class = UserWarning
+            warnings.filterwarnings('ignore', message=message, category=category_class)
+        yield
+
+
 def user_error_message(error):
     """One line for an error caused by the user's input, or None for a bug."""
     if isinstance(error, InputError):
@@ -107,7 +132,7 @@ def run_tool(main, script, argv=None):
     ``<script>: error: ...``, unless ``--debug`` asks for the traceback."""
     flags = shared_flags(sys.argv[1:] if argv is None else argv)
     name = osp.basename(script)
-    with applied_flags(flags):
+    with applied_flags(flags), known_warnings_silenced():
         if flags.trust_checkpoint:
             print(f'{name}: --trust-checkpoint: checkpoints may run the code they '
                   'pickle; only use files you trust', file=sys.stderr)

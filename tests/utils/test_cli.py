@@ -72,3 +72,23 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs():
     assert user_error_message(bug) is None
     with pytest.raises(KeyError):
         run_tool(_raise(bug), 'tool.py', [])
+
+
+def test_only_the_known_third_party_warnings_are_silenced():
+    import warnings
+
+    def main():
+        shown = []
+        showwarning = warnings.showwarning
+        warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+        try:
+            warnings.warn('pkg_resources is deprecated as an API. See ...', UserWarning)
+            warnings.warn('a warning the user should read', UserWarning)
+        finally:
+            warnings.showwarning = showwarning
+        return shown
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')
+        assert run_tool(main, 'tool.py', []) == ['a warning the user should read']
+        assert len(main()) == 2  # outside the tools' entry point, nothing is hidden
