@@ -191,7 +191,8 @@ def amdgcn_stats(asm):
     def note(pattern, default=0):
         found = re.search(pattern, asm)
         return int(found.group(1)) if found else default
-    return dict(vgprs=note(r'\.vgpr_count:\s+(\d+)'), sgprs=note(r'\.sgpr_count:\s+(\d+)'),
+    vgprs = note(r'\.vgpr_count:\s+(\d+)')
+    return dict(regs=vgprs, vgprs=vgprs, sgprs=note(r'\.sgpr_count:\s+(\d+)'),
                 vgpr_spill_count=note(r'\.vgpr_spill_count:\s+(\d+)'),
                 sgpr_spill_count=note(r'\.sgpr_spill_count:\s+(\d+)'),
                 spill_bytes=note(r'; ScratchSize: (\d+)'),
