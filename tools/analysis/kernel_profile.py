@@ -49,16 +49,26 @@ TRIP_COUNTS = {
 
 # --------------------------------------------------------------------- capture
 
-def capture(regime, dtype_name='bfloat16'):
-    """[(pass, kernel, grid, args, meta, bytes read, bytes written)] of the fused
-    op's forward and backward at ``regime`` (a ``traffic.Regime``)."""
+OPS = ('fused', 'scan', 'fusion')
+
+
+def capture(regime, op='fused', dtype_name='bfloat16'):
+    """[(pass, kernel, grid, args, meta, bytes read, bytes written)] of an op's
+    forward and backward at ``regime`` (a ``traffic.Regime``), operands as the
+    layer passes them: ``fused`` the SSM step; ``scan`` and ``fusion`` the
+    unfused selective scan (N = 1) and state fusion (bf16 x, its own output)."""
     import torch
 
-    from mmspatial.ops.triton._common import _nbytes, record_launches, record_traffic
+    from mmspatial.ops.triton._common import (_nbytes, record_launches, record_traffic,
+                                              sequence_view)
+    from mmspatial.ops.triton.selective_scan import scan_backward, scan_forward
+    from mmspatial.ops.triton.state_fusion import (fold_tap_weights, fusion_backward,
+                                                   fusion_forward)
     from mmspatial.ops.triton.structure_aware_ssm import ssm_backward, ssm_forward
     from mmspatial.ops.triton.traffic import layer_inputs
     dtype = getattr(torch, dtype_name)
     inputs = layer_inputs(regime.batch, regime.channels, regime.height, regime.width, dtype)
+    u, delta, A, B, C, Dskip, kernels, alpha, bias = inputs
     launches = []
 
     def recorder(pass_):
@@ -66,11 +76,26 @@ def capture(regime, dtype_name='bfloat16'):
             launches.append((pass_, kernel, tuple(grid), args, dict(meta), _nbytes(reads),
                              _nbytes(writes)))
         return record
-    with record_traffic(dry_run=True), record_launches(recorder('fwd')):
-        y, states = ssm_forward(*inputs, True)
-    g_y = torch.empty_like(y)
-    with record_traffic(dry_run=True), record_launches(recorder('bwd')):
-        ssm_backward(g_y, states, *inputs, True)
+
+    def run(pass_, fn):
+        with record_traffic(dry_run=True), record_launches(recorder(pass_)):
+            return fn()
+    if op == 'fused':
+        y, states = run('fwd', lambda: ssm_forward(*inputs, True))
+        run('bwd', lambda: ssm_backward(torch.empty_like(y), states, *inputs, True))
+    elif op == 'scan':
+        args = (sequence_view(u), sequence_view(delta), A, sequence_view(B), bias)
+        states = run('fwd', lambda: scan_forward(*args))
+        run('bwd', lambda: scan_backward(torch.empty_like(states), states, *args))
+    elif op == 'fusion':
+        weights = fold_tap_weights(kernels, alpha)
+        out = torch.empty_like(u, memory_format=torch.channels_last)
+        x, h, w = sequence_view(u), regime.height, regime.width
+        run('fwd', lambda: fusion_forward(x, weights, h, w, sequence_view(out)))
+        run('bwd', lambda: fusion_backward(sequence_view(out), x, weights, h, w,
+                                           sequence_view(torch.empty_like(out))))
+    else:
+        raise ValueError(f'unknown op {op!r}; known: {OPS}')
     return launches
 
 
@@ -208,14 +233,14 @@ def cpu_seconds():
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def profile(regimes, targets, log=print):
-    """Records of every launch of ``regimes`` compiled for ``targets``, with the
-    triton this process imports; each distinct specialisation compiles once."""
+def profile(regimes, targets, ops=('fused',), log=print):
+    """Records of every launch of ``ops`` at ``regimes`` compiled for ``targets``,
+    with the triton this process imports; each distinct specialisation compiles once."""
     import triton
     compiled = {}
     records = []
-    for regime in regimes:
-        launches = capture(regime)
+    for regime, op in [(r, op) for r in regimes for op in ops]:
+        launches = capture(regime, op)
         elements = regime.batch * regime.channels * regime.height * regime.width
         for pass_, kernel, grid, args, meta, read, written in launches:
             name = kernel.fn.__name__
@@ -241,7 +266,7 @@ def profile(regimes, targets, log=print):
                 programs = grid[0] * (grid[1] if len(grid) > 1 else 1) * \
                     (grid[2] if len(grid) > 2 else 1)
                 records.append(dict(
-                    kernel=name, regime=regime.name, target=target_name,
+                    kernel=name, op=op, regime=regime.name, target=target_name,
                     triton=triton.__version__, num_warps=meta.get('num_warps', 4),
                     grid=list(grid), programs=programs, elements=elements,
                     bytes=read + written, specialisation=key,
@@ -255,11 +280,12 @@ def main():
     parser.add_argument('--worker', action='store_true', required=True)
     parser.add_argument('--regimes', nargs='+', required=True)
     parser.add_argument('--targets', nargs='+', default=list(TARGETS))
+    parser.add_argument('--ops', nargs='+', default=['fused'], choices=OPS)
     parser.add_argument('--json', type=Path, required=True)
     args = parser.parse_args()
     sys.path.insert(1, str(REPO_ROOT))
     from mmspatial.ops.triton.traffic import regime
-    records = profile([regime(name) for name in args.regimes], args.targets,
+    records = profile([regime(name) for name in args.regimes], args.targets, args.ops,
                       log=lambda line: print(line, file=sys.stderr, flush=True))
     from mmspatial.fileio.atomic import atomic_write_text
     atomic_write_text(args.json, json.dumps(records))
