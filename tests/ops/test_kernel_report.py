@@ -128,3 +128,14 @@ def test_budget(report, kernel, triton, target, budget):
               and triton_label(v['triton']) == triton and v['target'] == target
               and v['budget'] == budget]
     assert not broken, broken[0]['detail']
+
+
+def test_a_folder_without_triton_is_one_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    result = subprocess.run([sys.executable, str(SCRIPT), '--out', str(tmp_path),
+                             '--triton-path', str(tmp_path / 'none')], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f'kernel_report.py: error: --triton-path {tmp_path / "none"}: no triton package '
+        'in that folder']

@@ -12,8 +12,9 @@ Run both with the GPU image's triton first on ``PYTHONPATH`` (3.6). Steps, as
 a dry run (``kernel_profile``'s capture) at the step's shapes and dtypes:
 
 - ``tests``: ``tests/ops/test_triton_kernels.py``, recorded launch by launch
-  from a run under the interpreter (``--record-tests``), plus its CUDA section's
-  shapes (not the inductor test's own generated kernels);
+  from a run under the interpreter (``--record-tests``), plus its sm_90a
+  compile test's specialisations and its CUDA section's shapes (not the
+  inductor test's own generated kernels);
 - ``check``: the fused op at detection stage 1 in float32, bfloat16 and float16,
   the unfused ops in bfloat16; ``time``: the fused op at the stage-1 regimes;
 - ``backbone``: the layer's launches at every stage of Spatial-Mamba-T at
@@ -33,8 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_profile import REPO_ROOT, cpu_seconds, gpu_target, specialise  # noqa: E402
+from kernel_profile import REPO_ROOT, cpu_seconds, gpu_target, specialise
 
 # gpu_check's steps in order with their limits (tools/gpu_check.py STEPS)
 STEP_ORDER = ('env', 'tests', 'check', 'traffic', 'time', 'backbone', 'amp', 'sweep')
@@ -146,6 +146,10 @@ def step_launches(step, tests_json=None):
         for line in Path(tests_json).read_text().splitlines():
             r = json.loads(line)
             launches.append((kernels[r['kernel']], rebuild(r['args']), r['meta']))
+        # test_kernels_compile_for_sm90 (it compiles in a subprocess, same cache)
+        from kernel_profile import capture
+        for op in ('fused', 'scan', 'fusion'):
+            launches += [(k, list(a), m) for _, k, _, a, m, _, _ in capture(stage1, op)]
         # the CUDA section's shapes (compiled kernels, default blocks)
         for dtype in (torch.float32, torch.bfloat16):
             launches += _fused_fwd_bwd(2, 64, 40, 44, dtype)
@@ -173,8 +177,7 @@ def step_launches(step, tests_json=None):
     if step == 'probe':             # not a step: every kernel once, at a small size
         return _fused_fwd_bwd(2, 16, 12, 14, torch.bfloat16)
     if step == 'sweep':
-        sys.path.insert(0, str(REPO_ROOT / 'tools'))
-        import gpu_check
+        gpu_check = _gpu_check()
         launches = []
         for key, values in _sweep_choices(gpu_check).items():
             for value in values:
@@ -182,6 +185,16 @@ def step_launches(step, tests_json=None):
                     launches += _fused_fwd_bwd(*stage1[1:], torch.bfloat16)
         return launches
     return []
+
+
+def _gpu_check():
+    """``tools/gpu_check.py`` as a module (its step limits and sweep settings)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('gpu_check', REPO_ROOT / 'tools' /
+                                                  'gpu_check.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _sweep_choices(gpu_check):
@@ -199,8 +212,7 @@ def measure(steps, tests_json, log):
     """{step: dict(launches, new, cpu_s, limit_s)}: each step's new sm_90a
     specialisations, compiled cold (into $TRITON_CACHE_DIR) one by one."""
     import triton
-    sys.path.insert(0, str(REPO_ROOT / 'tools'))
-    from gpu_check import STEPS
+    STEPS = _gpu_check().STEPS
     target = gpu_target('sm_90a')
     seen, out = set(), {}
     for step in steps:
@@ -284,7 +296,6 @@ def main():
     if args.cache_dir:
         os.environ['TRITON_CACHE_DIR'] = str(args.cache_dir)
     os.environ.pop('TRITON_INTERPRET', None)
-    sys.path.insert(1, str(REPO_ROOT))
     if args.measure:
         result = measure(args.steps, args.tests_json,
                          lambda line: print(line, file=sys.stderr, flush=True))

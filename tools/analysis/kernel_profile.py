@@ -283,7 +283,6 @@ def main():
     parser.add_argument('--ops', nargs='+', default=['fused'], choices=OPS)
     parser.add_argument('--json', type=Path, required=True)
     args = parser.parse_args()
-    sys.path.insert(1, str(REPO_ROOT))
     from mmspatial.ops.triton.traffic import regime
     records = profile([regime(name) for name in args.regimes], args.targets, args.ops,
                       log=lambda line: print(line, file=sys.stderr, flush=True))

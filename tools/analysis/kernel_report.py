@@ -97,7 +97,6 @@ def model(record):
 
 def totals(records):
     """One entry per (regime, pass, triton, target) with est_us and floor_us."""
-    sys.path.insert(0, str(REPO_ROOT))
     from mmspatial.ops.triton.traffic import floor_bytes, regime
     groups = {}
     for r in records:
@@ -262,7 +261,6 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, str(REPO_ROOT))
     from mmspatial.errors import InputError
     try:                    # needs torch and triton only (not mmspatial.utils' mmengine)
         main()
