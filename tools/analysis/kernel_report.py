@@ -13,7 +13,7 @@ record per launch and target and a ``totals`` entry per regime, pass, triton
 and target; ``DIR/report.md`` the same as tables, with the model stated.
 
 The model (:data:`MODEL`, fixed, not tuned) and the budgets (:func:`violations`)
-are stated in the report; ``tests/tools/test_kernel_report.py`` runs the
+are stated in the report; ``tests/ops/test_triton_kernel_report.py`` runs the
 reduced set (detection stage 1, both tritons, both targets) and holds the
 budgets.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_kernel_report import triton36_path
+from .test_triton_kernel_report import triton36_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / 'tools' / 'analysis' / 'first_contact.py'
