@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .test_triton_kernel_report import triton36_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -163,12 +163,6 @@ def run_profiler(regimes, targets, triton_path=None, cache_dir=None, log=None):
         return json.loads(out.read_text())
 
 
-def _fmt(value, digits=0):
-    if value is None:
-        return 'n/a'
-    return f'{value:,.{digits}f}' if isinstance(value, float) else str(value)
-
-
 def markdown(records, total_entries, broken):
     lines = ['# Static GPU profile of the Triton kernels (estimate, no GPU)', '',
              MODEL_TEXT, '', '## Totals per pass', '',
