@@ -144,8 +144,9 @@ def sass_stats(cubin, trip_counts=()):
     """Registers, stack, spills, barriers and instruction counts of a cubin.
 
     Loops: each backward branch closes a loop over [target, branch]; nested
-    loops get the trip counts of ``trip_counts`` (outermost first) by depth, the
-    deeper ones (unrolled in the source's order, innermost first) get 1.
+    loops get the trip counts of ``trip_counts`` (outermost first) by depth
+    (a source loop the compiler unrolled, innermost first, is already repeated
+    in the code); ``loops_matched`` says whether the depths agree.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -208,7 +209,8 @@ def sass_stats(cubin, trip_counts=()):
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
                 dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
                 sass_loops=len(loops), loop_depth=max_depth,
-                loops_matched=max_depth == len(list(trip_counts)))
+                loops_matched=max_depth == len(list(trip_counts)) or all(
+                    trip == 1 for trip in list(trip_counts)[max_depth:]))
 
 
 def amdgcn_stats(asm):
