@@ -28,7 +28,14 @@ markdown document that pastes into ``benchmarks/RESULTS.md``:
 
 Needs only torch and triton for steps 1-5 (timm for 6). ``--smoke`` runs every
 step at tiny shapes; without a GPU, under ``TRITON_INTERPRET=1``, the kernels
-run on CPU tensors (timings meaningless; the table says so).
+run on CPU tensors (timings meaningless; the table says so). Without either it
+stops at once.
+
+On a cold Triton cache the steps would spend their limits compiling (the tests
+step more than its limit: ``benchmarks/RESULTS.md``, "First contact"). With
+the GPU's triton first on ``PYTHONPATH``, ``tools/analysis/first_contact.py
+--measure --tests-json T --cache-dir DIR`` compiles every step's kernels on
+any machine; ``TRITON_CACHE_DIR=DIR`` here then turns them into cache hits.
 """
 import argparse
 import json
