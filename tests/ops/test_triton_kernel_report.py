@@ -139,3 +139,16 @@ def test_a_folder_without_triton_is_one_clear_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f'kernel_report.py: error: --triton-path {tmp_path / "none"}: no triton package '
         'in that folder']
+
+
+def test_missing_triton36_fails_where_the_triton_tests_are_required(tmp_path):
+    """Under ``make test`` (MMSPATIAL_REQUIRE_TRITON_TESTS=1) the 3.6 budgets cannot
+    skip: without the side install they fail, naming the fix."""
+    env = dict(os.environ, MMSPATIAL_REQUIRE_TRITON_TESTS='1',
+               MMSPATIAL_TRITON36_PATH=str(tmp_path / 'none'))
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', __file__, '-q', '-k', 'schema_and_model',
+         '-p', 'no:cacheprovider'], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert 'run tools/setup_env.sh or set MMSPATIAL_TRITON36_PATH' in result.stdout
