@@ -41,22 +41,24 @@ MIN_BLOCKS, BUSY_PROGRAMS = 2, 2 * MODEL['sms']
 
 MODEL_TEXT = f"""\
 Estimate per launch (fixed model, not tuned, H200): time = max(instructions /
-issue rate, bytes / bandwidth) + {MODEL['launch_us']:.0f} us launch overhead, where
+issue rate, bytes / bandwidth) + {MODEL['launch_us']:.0f} µs launch overhead, where
+
 - instructions = warp-instructions of one program x programs; one program's
   are its SASS instructions, each counted once per iteration of every loop that
   holds it (loops: backward branches; trip counts from the launch's arguments),
   branches not taken and predicated-off lanes counted as executed;
-- issue rate = {MODEL['issue_per_sm_cycle']} warp-instructions per cycle per SM x
-  min({MODEL['sms']}, programs) SMs x {MODEL['clock_ghz']} GHz;
+- issue rate = {MODEL['issue_per_sm_cycle']} warp-instructions per cycle per SM on \
+min({MODEL['sms']}, programs) SMs at {MODEL['clock_ghz']} GHz;
 - bytes = the traffic account of the launch (each tensor it reads or writes
   once; the border kernel its bands), bandwidth {MODEL['hbm_tb_s']} TB/s.
-Occupancy on sm_90a: blocks per SM = min({MODEL['blocks_per_sm']}, warps
-{MODEL['warps_per_sm']} / warps per block, registers {MODEL['regs_per_sm']} /
-(warps x 32 x registers rounded up to {MODEL['reg_alloc_unit']} per warp), shared
-{MODEL['smem_per_sm'] // 1024} KB / (shared + 1 KB)); on gfx942: blocks per CU =
+
+Occupancy on sm_90a: blocks per SM = min({MODEL['blocks_per_sm']}, \
+{MODEL['warps_per_sm']} warps / warps per block, {MODEL['regs_per_sm']} registers / \
+(warps x 32 x registers, rounded up to {MODEL['reg_alloc_unit']} per warp), \
+{MODEL['smem_per_sm'] // 1024} KB / (shared memory + 1 KB)); on gfx942: blocks per CU =
 min(waves per SIMD x 4 / waves per block, 64 KB LDS / LDS per block).
 Floor of a pass: the op's own inputs read once and outputs written once in
-their dtypes, no intermediate state (``traffic.floor_bytes``), at {MODEL['hbm_tb_s']} TB/s.
+their dtypes, no intermediate state (`traffic.floor_bytes`), at {MODEL['hbm_tb_s']} TB/s.
 Instructions per element are thread-instructions (warp-instructions x 32) per
 element of (batch, D, L)."""
 
