@@ -2,6 +2,9 @@
 VENV ?= $(if $(MMSPATIAL_VENV),$(MMSPATIAL_VENV),$(CURDIR)/.venv)
 PYTHON := $(VENV)/bin/python
 export MMSPATIAL_VENV := $(VENV)
+# triton 3.6 (the GPU image's), installed beside the venv by tools/setup_env.sh
+MMSPATIAL_CACHE ?= $(HOME)/.cache/mmspatial
+export MMSPATIAL_TRITON36_PATH ?= $(MMSPATIAL_CACHE)/triton-3.6.0
 
 .PHONY: setup demo test
 setup:

@@ -28,7 +28,14 @@ markdown document that pastes into ``benchmarks/RESULTS.md``:
 
 Needs only torch and triton for steps 1-5 (timm for 6). ``--smoke`` runs every
 step at tiny shapes; without a GPU, under ``TRITON_INTERPRET=1``, the kernels
-run on CPU tensors (timings meaningless; the table says so).
+run on CPU tensors (timings meaningless; the table says so). Without either it
+stops at once.
+
+On a cold Triton cache the steps would spend their limits compiling (the tests
+step more than its limit: ``benchmarks/RESULTS.md``, "First contact"). With
+the GPU's triton first on ``PYTHONPATH``, ``tools/analysis/first_contact.py
+--measure --tests-json T --cache-dir DIR`` compiles every step's kernels on
+any machine; ``TRITON_CACHE_DIR=DIR`` here then turns them into cache hits.
 """
 import argparse
 import json
@@ -62,8 +69,9 @@ def device():
 
 
 def regimes(args):
-    from mmspatial.ops.triton.traffic import REGIMES
-    return [SMOKE_REGIME] if args.smoke else list(REGIMES)
+    """The stage-1 regimes of the three tasks (``ops.triton.traffic.STAGE_ONE``)."""
+    from mmspatial.ops.triton.traffic import STAGE_ONE
+    return [SMOKE_REGIME] if args.smoke else list(STAGE_ONE)
 
 
 def rel_err(out, ref):
@@ -366,8 +374,8 @@ def step_amp(args, out_dir):
     arch = dict(dims=8, depths=[1, 1, 1, 1], d_state=1) if args.smoke else 'tiny'
     model = SpatialMamba(arch=arch).to(dev).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    dtype = torch.float16 if dev.type == 'cuda' else torch.bfloat16
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    dtype = torch.float16     # the GradScaler path, on a CPU too (torch >= 2.3)
+    scaler = torch.amp.GradScaler(dev.type)
     size, batch = (64, 1) if args.smoke else (224, 16)
     losses, finite_grads = [], True
     for _ in range(2 if args.smoke else 5):
@@ -383,7 +391,7 @@ def step_amp(args, out_dir):
         scaler.update()
         losses.append(loss.item())
     ok = finite_grads and all(map(lambda v: v == v and abs(v) != float('inf'), losses))
-    return [f'{str(dtype)[6:]} autocast{" with GradScaler" if dtype == torch.float16 else ""}, '
+    return [f'{str(dtype)[6:]} autocast with GradScaler (scale {scaler.get_scale():g}), '
             f'batch {batch} at {size}x{size}: losses {", ".join(f"{v:.4f}" for v in losses)}; '
             f'gradients finite: {finite_grads}'], ok
 
@@ -436,13 +444,17 @@ def main():
     parser.add_argument('--steps', help='comma-separated subset of ' + ','.join(STEPS))
     parser.add_argument('--step', choices=list(STEPS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        import mmspatial.ops  # noqa: F401
+        from mmspatial.ops._backend import triton_interpreter_enabled
     except ImportError as error:
         raise SystemExit(f'cannot import mmspatial.ops ({error}): run '
                          '`python -m pip install --no-deps --no-build-isolation -e .` '
                          'in the repository first') from error
+    if not torch.cuda.is_available() and not triton_interpreter_enabled():
+        raise SystemExit('gpu_check: no CUDA device here; on a CPU only the script can '
+                         'be checked: TRITON_INTERPRET=1 python tools/gpu_check.py --smoke '
+                         '--out DIR')
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.step:
         run_step(args.step, args, args.out)
     steps = args.steps.split(',') if args.steps else [s for s in STEPS if s != 'sweep'

@@ -4,7 +4,8 @@
 # nothing changed: a stamp of the requirement files skips the work.
 #
 #   MMSPATIAL_VENV   where the venv lives (default: <repo>/.venv)
-#   MMSPATIAL_CACHE  where built mmcv wheels are kept (default: ~/.cache/mmspatial)
+#   MMSPATIAL_CACHE  where built mmcv wheels and the side triton are kept
+#                    (default: ~/.cache/mmspatial)
 #   TORCH_SPEC       torch requirement (default: torch==2.14.1 torchvision==0.29.1)
 #   FORCE_CUDA=1     build mmcv's CUDA ops too (needs nvcc matching your torch)
 set -euo pipefail
@@ -15,6 +16,24 @@ CACHE="${MMSPATIAL_CACHE:-$HOME/.cache/mmspatial}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 FORCE_CUDA="${FORCE_CUDA:-0}"
 MMCV_VERSION=2.1.0
+# The GPU image's triton, beside the pinned one: tools/analysis/kernel_report.py
+# and its tests compile the kernels with both (tests find it at
+# $MMSPATIAL_TRITON36_PATH, by default this folder).
+TRITON_SIDE_VERSION=3.6.0
+TRITON_SIDE="$CACHE/triton-$TRITON_SIDE_VERSION"
+
+# triton $TRITON_SIDE_VERSION into its own folder (not the venv), once: a marker
+# file is written after a complete install, so an interrupted one is redone.
+install_side_triton() {
+    [[ -f "$TRITON_SIDE/.complete" ]] && return 0
+    echo "[setup_env] installing triton $TRITON_SIDE_VERSION into $TRITON_SIDE (side folder)"
+    rm -rf "$TRITON_SIDE" "$TRITON_SIDE.partial"
+    mkdir -p "$CACHE"
+    "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-deps \
+        --target "$TRITON_SIDE.partial" "triton==$TRITON_SIDE_VERSION"
+    mv "$TRITON_SIDE.partial" "$TRITON_SIDE"
+    touch "$TRITON_SIDE/.complete"
+}
 
 # The code needs Python >= 3.10 (setup.py): say so before building anything.
 PY_FOR_VENV="$VENV/bin/python"
@@ -29,6 +48,7 @@ fi
 stamp_inputs=("$ROOT"/requirements/*.txt "$ROOT/tools/setup_env.sh" "$ROOT/setup.py")
 STAMP="$(cat "${stamp_inputs[@]}" | sha256sum | cut -c1-16)-$TORCH_SPEC-cuda$FORCE_CUDA"
 if [[ -f "$VENV/.mmspatial-stamp" && "$(cat "$VENV/.mmspatial-stamp")" == "$STAMP" ]]; then
+    install_side_triton
     exit 0
 fi
 
@@ -76,5 +96,6 @@ log "installing the OpenMMLab stack, the test tools and the ONNX tools"
 "${PIP[@]}" install -q -r "$ROOT/requirements/openmmlab.txt" -r "$ROOT/requirements/tests.txt" \
     -r "$ROOT/requirements/deploy.txt"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+install_side_triton
 "$PY" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, mmspatial; print('[setup_env] ok: mmspatial', mmspatial.__version__)"
 echo "$STAMP" > "$VENV/.mmspatial-stamp"

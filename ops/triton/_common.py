@@ -14,6 +14,9 @@ and the benchmark sweeps them with :func:`override_config`.
 Traffic. Each launch goes through :func:`launch`, which names the tensors the
 kernel reads and writes; inside :func:`record_traffic` their sizes are summed
 per launch (the bytes of each tensor once, what a kernel must move at least).
+Inside :func:`record_launches` a callback sees every launch as made (kernel,
+grid, arguments, meta-parameters): the static GPU profile
+(``tools/analysis/kernel_report.py``) captures the specialisations with it.
 """
 import contextlib
 
@@ -92,6 +95,7 @@ def poison(tensor):
 
 _traffic_log = None
 _dry_run = False
+_launch_recorders = []
 
 
 @contextlib.contextmanager
@@ -111,6 +115,17 @@ def record_traffic(dry_run=False):
         _traffic_log, _dry_run = saved
 
 
+@contextlib.contextmanager
+def record_launches(callback):
+    """Call ``callback(kernel, grid, args, meta, reads, writes)`` for every launch
+    inside the block, before it runs (or instead of it, in a dry run)."""
+    _launch_recorders.append(callback)
+    try:
+        yield
+    finally:
+        _launch_recorders.remove(callback)
+
+
 def _nbytes(tensors):
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
@@ -120,6 +135,8 @@ def launch(kernel, grid, *args, reads=(), writes=(), **meta):
     if _traffic_log is not None:
         _traffic_log.append((kernel.fn.__name__ if hasattr(kernel, 'fn') else str(kernel),
                              _nbytes(reads), _nbytes(writes)))
+    for callback in _launch_recorders:
+        callback(kernel, grid, args, meta, reads, writes)
     if _dry_run:
         return
     device = next(t.device for t in args if torch.is_tensor(t))

@@ -331,8 +331,20 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            weights, g, c_arg, g_x, channels, height, width, ring_length,
            *strides(g), *c_strides, *strides(g_x),
            HAS_C=has_c, BLOCK_R=ring_r, BLOCK_D=ring_d, num_warps=config['ring_warps'],
-           reads=(), writes=())     # perimeter-sized: counted as nothing
+           reads=_border_band(g, height, width, 6) + (
+               _border_band(C, height, width, 6) if has_c else ()),
+           writes=_border_band(g_x, height, width, 1))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
+
+
+def _border_band(t, height, width, depth):
+    """Views of the pixels of ``t`` ((batch, L, ...) view) within ``depth`` rows or
+    columns of the image border, each pixel once (the border kernel's traffic)."""
+    image = t.unflatten(1, (height, width))
+    top, left = min(depth, height), min(depth, width)
+    bottom, right = max(top, height - depth), max(left, width - depth)
+    return (image[:, :top], image[:, bottom:], image[:, top:bottom, :left],
+            image[:, top:bottom, right:])
 
 
 # ------------------------------------------------------------ op and autograd glue

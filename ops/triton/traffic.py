@@ -6,17 +6,49 @@ channel slices of the channels-last projection). Each launch reports the bytes
 of the tensors it reads and writes, each counted once: the least that launch
 moves through device memory (B and C, shared by all channels, count once).
 """
+from typing import NamedTuple
+
 import torch
 
 from ._common import record_traffic
 from .structure_aware_ssm import ssm_backward, ssm_forward
 
-# (name, batch, D, H, W) of stage 1 of Spatial-Mamba-T in the three tasks
+class Regime(NamedTuple):
+    """One SSM layer's operand sizes: (batch, channels D = d_inner, H, W) tokens."""
+    name: str
+    batch: int
+    channels: int
+    height: int
+    width: int
+
+
+def _stages(task, variant, batch, dim, height, width, stages):
+    """The regimes of a backbone's stages: D = 2 x dim doubles, H and W halve
+    (rounded up: stride-2 3x3 convolutions, padding 1) from stage to stage."""
+    return tuple(Regime(f'{task} {variant} s{s + 1}', batch, 2 * dim << s,
+                        -(-height // (1 << s)), -(-width // (1 << s)))
+                 for s in range(stages))
+
+
+# Every place that names a realistic size reads it here. Tokens at stage 1 are
+# the image over 4 (stem stride); Spatial-Mamba-T dims 64-128-256-512, B 96-...
+# (D = d_inner = 2 x dim). Detection: 800x1344 (H x W) -> 200x336 tokens.
 REGIMES = (
-    ('detection 1344x800', 2, 128, 336, 200),
-    ('segmentation 512x512', 8, 128, 128, 128),
-    ('classification 224x224 b128', 128, 128, 56, 56),
+    *_stages('detection 800x1344 b2', 'T', 2, 64, 200, 336, 4),
+    *_stages('detection 800x1344 b2', 'B', 2, 96, 200, 336, 1),
+    *_stages('segmentation 512x512 b8', 'T', 8, 64, 128, 128, 1),
+    *_stages('classification 224x224 b128', 'T', 128, 64, 56, 56, 4),
 )
+# The stage-1 regimes of the three tasks (Spatial-Mamba-T): what gpu_check times.
+STAGE_ONE = tuple(r for r in REGIMES if r.name.endswith(' T s1'))
+
+
+def regime(name):
+    """The regime called ``name`` (a key of :data:`REGIMES`)."""
+    for r in REGIMES:
+        if r.name == name:
+            return r
+    raise KeyError(f'no regime {name!r}; known: {[r.name for r in REGIMES]}')
 
 
 def layer_inputs(batch, channels, height, width, dtype, device='meta', rank=None):
@@ -56,3 +88,17 @@ def minimum_bytes_per_element(dtype=torch.bfloat16):
     u, delta and writes g_u, g_delta."""
     s = torch.empty((), dtype=dtype).element_size()
     return 2 * s + 4 + 4, 4 + 4 + 2 * s + 2 * s
+
+
+def floor_bytes(batch, channels, height, width, dtype=torch.bfloat16):
+    """(forward, backward) bytes of the op's own inputs read once and outputs
+    written once, no intermediate state: forward u, delta, B, C -> y (float32);
+    backward g_y (float32), u, delta, B, C -> g_u, g_delta, g_B, g_C (parameters
+    and their gradients, D-sized, are left out)."""
+    s = torch.empty((), dtype=dtype).element_size()
+    pixels = batch * height * width
+    elements = pixels * channels
+    forward = 2 * s * elements + 2 * s * pixels + 4 * elements
+    backward = 4 * elements + 2 * s * elements + 2 * s * pixels + 2 * s * elements \
+        + 2 * s * pixels
+    return forward, backward

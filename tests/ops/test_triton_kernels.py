@@ -15,11 +15,12 @@ Block sizes are shrunk (``override_config``) so that chunk carries, partial bloc
 and several programs per image occur at interpreter-sized shapes; outputs are
 NaN-poisoned before each launch, so an element no kernel writes fails the test.
 ``test_kernels_compile_for_sm90`` compiles every kernel for an H100 (sm_90a) with
-Triton's own ptxas, no GPU needed: the interpreter does not catch what only the
-compiler rejects.
+Triton's own ptxas, no GPU needed, at the specialisations the launchers make at
+a real size: the interpreter does not catch what only the compiler rejects.
 
 Run from the repository root: ``python -m pytest tests/ops/test_triton_kernels.py``.
 """
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,8 @@ pytest.importorskip('triton')
 
 from mmspatial.ops.selective_scan import selective_scan_ref  # noqa: E402
 from mmspatial.ops.state_fusion import state_fusion_ref  # noqa: E402
-from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_ref  # noqa: E402
+from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm_ref,  # noqa: E402
+                                               structure_aware_ssm_torch)
 from mmspatial.ops.triton import (StateFusionTritonFn, StructureAwareSSMTritonFn,  # noqa: E402
                         kernels_interpreted, override_config, selective_scan_triton,
                         state_fusion_triton, structure_aware_ssm_triton)
@@ -247,6 +249,35 @@ def test_structure_aware_ssm_default_blocks():
             torch.float32, SSM_NAMES)
 
 
+def test_structure_aware_ssm_full_length_against_float64():
+    """Detection stage 1's full sequence (200 x 336 = 67,200 steps), float32
+    against the PyTorch backend in float64: values and every gradient.
+
+    The interpreter scans element by element in Python, so its cost grows with
+    L x D whatever the blocks: one image and 2 channels keep it to about a minute.
+    Blocks: 263 scan chunks of 256 steps whose carries take 17 serial steps of 16
+    (as the default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
+    """
+    from mmspatial.ops.triton.traffic import regime
+    stage1 = regime('detection 800x1344 b2 T s1')
+    inputs = ssm_inputs(1, 2, stage1.height, stage1.width, 1, torch.float32,
+                        channels_last=True)
+    with torch.no_grad():       # dt ~ softplus(-6) ~ 0.0025: memory of ~400 steps,
+        inputs[1].mul_(0.5).sub_(6.0)        # across rows and many chunks
+        inputs[8].mul_(0.1)
+    inputs64 = [x.detach().double().requires_grad_() for x in inputs]
+    grad = torch.randn(1, 2, stage1.height, stage1.width, dtype=torch.float64)
+    with override_config(scan_block_l=256, scan_block_c=16, fusion_block_p=4096,
+                         fusion_bwd_block_p=4096, ring_block_r=128):
+        out = structure_aware_ssm_triton(*inputs, True)
+        grads = torch.autograd.grad(out, inputs, grad.float())
+    ref = structure_aware_ssm_torch(*inputs64, True)
+    assert_close(out, ref, torch.float32, 'forward')
+    ref_grads = torch.autograd.grad(ref, inputs64, grad)
+    for name, g, rg in zip(SSM_NAMES, grads, ref_grads):
+        assert_close(g, rg, torch.float32, f'grad {name}')
+
+
 # ---------------------------------------------------------------- wrappers, compile
 
 def test_autograd_function_names():
@@ -292,61 +323,32 @@ def test_torch_compile_fullgraph_aot_eager():
         assert_close(g, eg, torch.float32, f'compiled grad {name}')
 
 
-_COMPILE_SCRIPT = r'''
-import os, time
-os.environ.pop('TRITON_INTERPRET', None)
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from mmspatial.ops.triton import selective_scan as ss, state_fusion as sf
-from mmspatial.ops.triton._common import config
-
-def compile_for_sm90(kernel, constexprs, num_warps, pointer_types=None):
-    signature = {}
-    for name in kernel.arg_names:
-        signature[name] = ('constexpr' if name in constexprs else
-                           (pointer_types or {}).get(name, '*fp32') if name.endswith('_ptr')
-                           else 'i32')
-    start = time.time()
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                              target=GPUTarget('cuda', 90, 32), options={'num_warps': num_warps})
-    print('compiled', kernel.fn.__name__, constexprs, f'{time.time() - start:.1f}s',
-          compiled.metadata.shared if hasattr(compiled, 'metadata') else '', flush=True)
-
-c = config()
-bf16 = {name: '*bf16' for name in ('u_ptr', 'delta_ptr', 'gu_ptr', 'gdelta_ptr', 'gy_ptr',
-                                   'x_ptr', 'g_ptr', 'out_ptr')}
-scan = dict(HAS_BIAS=True, SOFTPLUS=True, BLOCK_L=c['scan_block_l'], BLOCK_D=c['scan_block_d'])
-for final in (False, True):
-    compile_for_sm90(ss._scan_chunk_kernel, dict(scan, FINAL=final), c['scan_fwd_warps'], bf16)
-    compile_for_sm90(ss._scan_bwd_chunk_kernel, dict(scan, HAS_SKIP=True, FINAL=final),
-                     c['scan_bwd_warps'], bf16)
-compile_for_sm90(ss._scan_carry_kernel, dict(REVERSE=True, BLOCK_C=c['scan_block_c'],
-                                             BLOCK_D=c['scan_block_d']), 4)
-fusion = dict(BLOCK_D=c['fusion_block_d'])
-for has_c in (True, False):
-    compile_for_sm90(sf._fusion_fwd_kernel, dict(fusion, READOUT=has_c, BLOCK_P=c['fusion_block_p']),
-                     c['fusion_fwd_warps'], None if has_c else bf16)
-    compile_for_sm90(sf._fusion_bwd_kernel, dict(fusion, HAS_C=has_c, BLOCK_P=c['fusion_bwd_block_p']),
-                     c['fusion_bwd_warps'], None if has_c else bf16)
-    compile_for_sm90(sf._fusion_bwd_ring_kernel, dict(HAS_C=has_c, BLOCK_D=c['ring_block_d'],
-                                                      BLOCK_R=c['ring_block_r']),
-                     c['ring_warps'], None if has_c else bf16)
-'''
-
-
-def test_kernels_compile_for_sm90():
-    """Every kernel compiles to an H100 cubin (Triton's bundled ptxas, no GPU)."""
+def test_kernels_compile_for_sm90(tmp_path):
+    """Every kernel compiles to an H100/H200 cubin (Triton's bundled ptxas, no GPU)
+    at the specialisations its launchers make at detection stage 1: the fused
+    op and the unfused ops, forward and backward (the capture of
+    ``tools/analysis/kernel_profile.py``, the static profile's)."""
     pytest.importorskip('triton.backends.nvidia')
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     env['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), env.get('PYTHONPATH', '')])
-    result = subprocess.run([sys.executable, '-c', _COMPILE_SCRIPT], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 and 'ptxas' in result.stderr and \
-            'No such file' in result.stderr:
-        pytest.skip('Triton has no ptxas here')
+    out = tmp_path / 'records.json'
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'tools' / 'analysis' / 'kernel_profile.py'),
+         '--worker', '--json', str(out), '--regimes', 'detection 800x1344 b2 T s1',
+         '--ops', 'fused', 'scan', 'fusion', '--targets', 'sm_90a'],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count('compiled') == 11, result.stdout
+    records = json.loads(out.read_text())
+    variants = {(r['kernel'], tuple(sorted(r['constexprs'].items()))) for r in records}
+    flags = {(kernel, name, value) for kernel, constexprs in variants
+             for name, value in constexprs if name in ('FINAL', 'REVERSE', 'READOUT',
+                                                       'HAS_C', 'HAS_SKIP')}
+    for kernel, flag in [('_scan_chunk_kernel', 'FINAL'), ('_scan_bwd_chunk_kernel', 'FINAL'),
+                         ('_scan_bwd_chunk_kernel', 'HAS_SKIP'),
+                         ('_scan_carry_kernel', 'REVERSE'), ('_fusion_fwd_kernel', 'READOUT'),
+                         ('_fusion_bwd_kernel', 'HAS_C'), ('_fusion_bwd_ring_kernel', 'HAS_C')]:
+        assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
+    assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
 
 
 # ------------------------------------------------------------------ CUDA section

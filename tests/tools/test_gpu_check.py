@@ -41,11 +41,16 @@ def test_smoke_run_under_the_interpreter(tmp_path):
                                         for row in check_rows), check_rows
     assert summary.count('**total**') == 2
     assert '| Spatial-Mamba-T | 1x3x64x64 |' in summary
+    # the amp step runs the float16 + GradScaler path on the CPU as on a GPU
+    assert 'float16 autocast with GradScaler' in (tmp_path / 'amp.md').read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
-def test_without_a_gpu_it_says_what_it_needs(tmp_path):
-    result = run_gpu_check(tmp_path, '--steps', 'env', interpret=False)
+def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
+    result = run_gpu_check(tmp_path / 'out', interpret=False)
     assert result.returncode != 0
-    assert 'needs a CUDA device (or, to check the script only, --smoke with ' \
-           'TRITON_INTERPRET=1)' in (tmp_path / 'env.log').read_text()
+    assert result.stdout == ''
+    assert result.stderr.strip().splitlines() == [
+        'gpu_check: no CUDA device here; on a CPU only the script can be checked: '
+        'TRITON_INTERPRET=1 python tools/gpu_check.py --smoke --out DIR']
+    assert not (tmp_path / 'out').exists()          # no step ran

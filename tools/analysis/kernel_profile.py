@@ -1,0 +1,297 @@
+"""Static GPU profile of the Triton kernels: what the launchers launch at a real
+size, compiled ahead of time for a GPU that is not here, read from the binary.
+
+Capture. The fused op's forward and backward run on ``meta`` tensors in a dry
+run (``_common.record_traffic(dry_run=True)``) while ``_common.record_launches``
+sees every launch: kernel, grid, arguments, meta-parameters and the bytes of
+the traffic account. Nothing runs; any size fits on a CPU.
+
+Compile. Each launch is specialised by the kernel's own binder (the code path
+``JITFunction.run`` takes on a GPU: same signature, constexprs, divisibility
+attributes and options, hence the same cache key) for a ``GPUTarget`` and
+compiled with ``triton.compile``: ``sm_90a`` (H100/H200, Triton's bundled
+ptxas) and ``gfx942`` (MI300, Triton's AMD backend).
+
+Read. sm_90a: registers and stack frame from ``cuobjdump -res-usage``, spill
+bytes (``STL``/``LDL`` widths), barriers (``BAR``) and instructions from
+``cuobjdump -sass``; loops are the backward branches, and an instruction inside
+loops counts once per iteration of each (trip counts from the launch's
+arguments, :data:`TRIP_COUNTS`). gfx942: VGPRs, scratch and waves per SIMD
+from the AMDGCN assembly's own notes.
+
+Run as a script (``python tools/analysis/kernel_profile.py --worker``) it does
+all of this in one process, with whatever ``triton`` is first on ``sys.path``,
+and prints JSON records; ``kernel_report.py`` models and tabulates them.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TARGETS = {'sm_90a': ('cuda', 90, 32), 'gfx942': ('hip', 'gfx942', 64)}
+
+# Loops of each kernel's source, outermost first: trip count from the launch's
+# bound arguments (name -> value). Kernels not listed have no loop (their
+# ``tl.static_range`` taps are unrolled).
+TRIP_COUNTS = {
+    '_scan_carry_kernel': lambda a: [-(-a['n_chunks'] // a['BLOCK_C'])],
+    '_fusion_bwd_ring_kernel': lambda a: [6, 6],
+}
+
+
+# --------------------------------------------------------------------- capture
+
+OPS = ('fused', 'scan', 'fusion')
+
+
+def capture(regime, op='fused', dtype_name='bfloat16'):
+    """[(pass, kernel, grid, args, meta, bytes read, bytes written)] of an op's
+    forward and backward at ``regime`` (a ``traffic.Regime``), operands as the
+    layer passes them: ``fused`` the SSM step; ``scan`` and ``fusion`` the
+    unfused selective scan (N = 1) and state fusion (bf16 x, its own output)."""
+    import torch
+
+    from mmspatial.ops.triton._common import (_nbytes, record_launches, record_traffic,
+                                              sequence_view)
+    from mmspatial.ops.triton.selective_scan import scan_backward, scan_forward
+    from mmspatial.ops.triton.state_fusion import (fold_tap_weights, fusion_backward,
+                                                   fusion_forward)
+    from mmspatial.ops.triton.structure_aware_ssm import ssm_backward, ssm_forward
+    from mmspatial.ops.triton.traffic import layer_inputs
+    dtype = getattr(torch, dtype_name)
+    inputs = layer_inputs(regime.batch, regime.channels, regime.height, regime.width, dtype)
+    u, delta, A, B, C, Dskip, kernels, alpha, bias = inputs
+    launches = []
+
+    def recorder(pass_):
+        def record(kernel, grid, args, meta, reads, writes):
+            launches.append((pass_, kernel, tuple(grid), args, dict(meta), _nbytes(reads),
+                             _nbytes(writes)))
+        return record
+
+    def run(pass_, fn):
+        with record_traffic(dry_run=True), record_launches(recorder(pass_)):
+            return fn()
+    if op == 'fused':
+        y, states = run('fwd', lambda: ssm_forward(*inputs, True))
+        run('bwd', lambda: ssm_backward(torch.empty_like(y), states, *inputs, True))
+    elif op == 'scan':
+        args = (sequence_view(u), sequence_view(delta), A, sequence_view(B), bias)
+        states = run('fwd', lambda: scan_forward(*args))
+        run('bwd', lambda: scan_backward(torch.empty_like(states), states, *args))
+    elif op == 'fusion':
+        weights = fold_tap_weights(kernels, alpha)
+        out = torch.empty_like(u, memory_format=torch.channels_last)
+        x, h, w = sequence_view(u), regime.height, regime.width
+        run('fwd', lambda: fusion_forward(x, weights, h, w, sequence_view(out)))
+        run('bwd', lambda: fusion_backward(sequence_view(out), x, weights, h, w,
+                                           sequence_view(torch.empty_like(out))))
+    else:
+        raise ValueError(f'unknown op {op!r}; known: {OPS}')
+    return launches
+
+
+# --------------------------------------------------------------------- compile
+
+def specialise(kernel, args, meta, target):
+    """(key, source, options) as ``JITFunction.run`` would make them on ``target``:
+    ``key`` identifies the specialisation (signature, constexprs, attributes,
+    options), ``source`` is the ``ASTSource`` to compile."""
+    from triton import knobs
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = dict(meta)
+    kwargs['debug'] = kwargs.get('debug', kernel.debug) or knobs.runtime.debug
+    kwargs['instrumentation_mode'] = knobs.compilation.instrumentation_mode
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                              specialization, options)
+    key = json.dumps([kernel.fn.__name__, str(target), signature,
+                      sorted((str(k), str(v)) for k, v in constexprs.items()),
+                      sorted((str(k), str(v)) for k, v in attrs.items()),
+                      sorted((k, str(v)) for k, v in options.__dict__.items())])
+    return key, ASTSource(kernel, signature, constexprs, attrs), options, bound
+
+
+def gpu_target(name):
+    from triton.backends.compiler import GPUTarget
+    return GPUTarget(*TARGETS[name])
+
+
+# ------------------------------------------------------------------------ read
+
+_SASS_LINE = re.compile(r'/\*([0-9a-f]{4,})\*/\s+(.*?);')
+_LABEL = re.compile(r'^\s*(\.L_x_\d+):')
+_STORE_WIDTH = {'': 4, '.U8': 1, '.S8': 1, '.U16': 2, '.S16': 2, '.64': 8, '.128': 16}
+
+
+def _nvidia_tool(name):
+    import triton
+    return str(Path(triton.__file__).parent / 'backends' / 'nvidia' / 'bin' / name)
+
+
+def sass_stats(cubin, trip_counts=()):
+    """Registers, stack, spills, barriers and instruction counts of a cubin.
+
+    Loops: each backward branch closes a loop over [target, branch]; nested
+    loops get the trip counts of ``trip_counts`` (outermost first) by depth
+    (a source loop the compiler unrolled, innermost first, is already repeated
+    in the code); ``loops_matched`` says whether the depths agree.
+    """
+    with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([_nvidia_tool('cuobjdump'), '-res-usage', f.name],
+                               capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_nvidia_tool('cuobjdump'), '-sass', f.name],
+                              capture_output=True, text=True, check=True).stdout
+    res = dict(re.findall(r'(REG|STACK|SHARED|LOCAL):(\d+)', usage))
+    instructions, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        label = _LABEL.match(line)
+        if label:
+            pending.append(label.group(1))
+            continue
+        match = _SASS_LINE.search(line)
+        if not match:
+            continue
+        address, text = int(match.group(1), 16), match.group(2).strip()
+        for name in pending:
+            labels[name] = address
+        pending = []
+        text = re.sub(r'^@!?U?P\w+\s+', '', text)          # predicate
+        instructions.append((address, text.split()[0], text))
+    # the code ends at the last EXIT (then a self-branch and padding)
+    last_exit = max(i for i, (_, op, _) in enumerate(instructions) if op == 'EXIT')
+    body = instructions[:last_exit + 1]
+    loops = []
+    for address, op, text in body:
+        target = re.search(r'BRA\S*\s+(?:`\((\.L_x_\d+)\)|(0x[0-9a-f]+))', text)
+        if op.startswith('BRA') and target:
+            to = labels.get(target.group(1)) if target.group(1) else int(target.group(2), 16)
+            if to is not None and to <= address:
+                loops.append((to, address))
+    loops.sort(key=lambda span: (span[0], -span[1]))
+
+    def depth(address):
+        return sum(1 for lo, hi in loops if lo <= address <= hi)
+    max_depth = max((depth(lo) for lo, _ in loops), default=0)
+    trips = list(trip_counts)[:max_depth] + [1] * max(0, max_depth - len(trip_counts))
+    dynamic = barriers = dynamic_barriers = 0
+    spill_store = spill_load = 0
+    for address, op, text in body:
+        d = depth(address)
+        weight = 1
+        for trip in trips[:d]:
+            weight *= trip
+        dynamic += weight
+        if op.startswith('BAR'):
+            barriers += 1
+            dynamic_barriers += weight
+        if op.startswith('STL') or op.startswith('LDL'):
+            width = _STORE_WIDTH.get(op[3:], 4)
+            if op.startswith('STL'):
+                spill_store += width
+            else:
+                spill_load += width
+    return dict(regs=int(res.get('REG', 0)), stack_bytes=int(res.get('STACK', 0)),
+                spill_bytes=spill_store, spill_load_bytes=spill_load,
+                smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
+                dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
+                sass_loops=len(loops), loop_depth=max_depth,
+                loops_matched=max_depth == len(list(trip_counts)) or all(
+                    trip == 1 for trip in list(trip_counts)[max_depth:]))
+
+
+def amdgcn_stats(asm):
+    """VGPRs, SGPRs, scratch (spill) bytes, LDS and waves per SIMD of an AMDGCN kernel."""
+    def note(pattern, default=0):
+        found = re.search(pattern, asm)
+        return int(found.group(1)) if found else default
+    vgprs = note(r'\.vgpr_count:\s+(\d+)')
+    return dict(regs=vgprs, vgprs=vgprs, sgprs=note(r'\.sgpr_count:\s+(\d+)'),
+                vgpr_spill_count=note(r'\.vgpr_spill_count:\s+(\d+)'),
+                sgpr_spill_count=note(r'\.sgpr_spill_count:\s+(\d+)'),
+                spill_bytes=note(r'; ScratchSize: (\d+)'),
+                smem_bytes=note(r'; LDSByteSize: (\d+)'),
+                waves_per_simd=note(r'; Occupancy: (\d+)'))
+
+
+# ---------------------------------------------------------------------- worker
+
+def cpu_seconds():
+    """CPU seconds of this process and its finished children (ptxas, ld.lld)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def profile(regimes, targets, ops=('fused',), log=print):
+    """Records of every launch of ``ops`` at ``regimes`` compiled for ``targets``,
+    with the triton this process imports; each distinct specialisation compiles once."""
+    import triton
+    compiled = {}
+    records = []
+    for regime, op in [(r, op) for r in regimes for op in ops]:
+        launches = capture(regime, op)
+        elements = regime.batch * regime.channels * regime.height * regime.width
+        for pass_, kernel, grid, args, meta, read, written in launches:
+            name = kernel.fn.__name__
+            for target_name in targets:
+                key, source, options, bound = specialise(kernel, args, meta,
+                                                         gpu_target(target_name))
+                if key not in compiled:
+                    start = cpu_seconds()
+                    binary = triton.compile(source, target=gpu_target(target_name),
+                                            options=options.__dict__)
+                    seconds = cpu_seconds() - start
+                    if target_name == 'sm_90a':
+                        stats = sass_stats(binary.asm['cubin'], TRIP_COUNTS.get(
+                            name, lambda a: [])(bound))
+                    else:
+                        stats = amdgcn_stats(binary.asm['amdgcn'])
+                    stats.update(smem_bytes=max(stats['smem_bytes'],
+                                                binary.metadata.shared),
+                                 compile_cpu_s=round(seconds, 2))
+                    compiled[key] = stats
+                    log(f'[kernel_profile] {triton.__version__} {target_name} {name} '
+                        f'{regime.name}: {seconds:.1f} s')
+                programs = grid[0] * (grid[1] if len(grid) > 1 else 1) * \
+                    (grid[2] if len(grid) > 2 else 1)
+                records.append(dict(
+                    kernel=name, op=op, regime=regime.name, target=target_name,
+                    triton=triton.__version__, num_warps=meta.get('num_warps', 4),
+                    grid=list(grid), programs=programs, elements=elements,
+                    bytes=read + written, specialisation=key,
+                    constexprs={k: v for k, v in meta.items() if k.isupper()},
+                    **{'pass': pass_}, **compiled[key]))
+    return records
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--worker', action='store_true', required=True)
+    parser.add_argument('--regimes', nargs='+', required=True)
+    parser.add_argument('--targets', nargs='+', default=list(TARGETS))
+    parser.add_argument('--ops', nargs='+', default=['fused'], choices=OPS)
+    parser.add_argument('--json', type=Path, required=True)
+    args = parser.parse_args()
+    from mmspatial.ops.triton.traffic import regime
+    records = profile([regime(name) for name in args.regimes], args.targets, args.ops,
+                      log=lambda line: print(line, file=sys.stderr, flush=True))
+    from mmspatial.fileio.atomic import atomic_write_text
+    atomic_write_text(args.json, json.dumps(records))
+
+
+if __name__ == '__main__':
+    os.environ.pop('TRITON_INTERPRET', None)
+    main()
