@@ -7,11 +7,13 @@ and mmengine's own name a few more; this module lists them, by their exact
 
 * mmengine Runner checkpoints (``meta`` and ``message_hub``): numpy arrays,
   scalars and dtypes (``numpy.dtype`` and the classes of its instances), and
-  mmengine's ``HistoryBuffer``. A ``HistoryBuffer``
-  pickles its statistics methods (``HistoryBuffer.mean`` and three more) as
-  ``builtins.getattr(HistoryBuffer, 'mean')``; that name resolves to
+  mmengine's ``HistoryBuffer``. A ``HistoryBuffer`` pickles its statistics
+  methods (``HistoryBuffer.mean`` and three more) as
+  ``builtins.getattr(HistoryBuffer, 'mean')``: that name resolves to
   :func:`history_buffer_statistic`, which returns those four methods and
-  refuses any other lookup.
+  refuses any other lookup, and the buffer is rebuilt by
+  :class:`HistoryBufferReader`, which takes no other statistics method
+  (mmengine would register it on the class, for every buffer).
 * the reference classifier trainer's ``config``: a yacs ``CfgNode``. yacs is
   not a dependency, and the class is never imported: the name resolves to
   :class:`CfgNodeAsDict`, which reads the node as an ``OrderedDict`` of its
@@ -24,6 +26,7 @@ import pickle
 from collections import OrderedDict
 
 import numpy as np
+from mmengine.logging import HistoryBuffer
 
 #: The statistics methods ``HistoryBuffer`` pickles with its state.
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -32,13 +35,33 @@ HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 def history_buffer_statistic(owner, name):
     """``builtins.getattr`` as a checkpoint may use it: ``HistoryBuffer``'s
     statistics methods, and nothing else."""
-    from mmengine.logging import HistoryBuffer
-    if owner is not HistoryBuffer or name not in HISTORY_BUFFER_STATISTICS:
+    if owner not in (HistoryBuffer, HistoryBufferReader) or (
+            name not in HISTORY_BUFFER_STATISTICS):
         raise pickle.UnpicklingError(
             f'builtins.getattr({getattr(owner, "__name__", type(owner).__name__)}, '
             f'{name!r}) is refused: a checkpoint may only look up '
             f'HistoryBuffer.{{{",".join(HISTORY_BUFFER_STATISTICS)}}}')
     return getattr(HistoryBuffer, name)
+
+
+class HistoryBufferReader(HistoryBuffer):
+    """How a pickled mmengine ``HistoryBuffer`` is rebuilt: its state is
+    checked, then it becomes a plain ``HistoryBuffer``."""
+
+    def __setstate__(self, state):
+        methods = state.get('statistics_methods', {})
+        if not isinstance(methods, dict):
+            raise pickle.UnpicklingError('a HistoryBuffer in the checkpoint has '
+                                         'statistics_methods that are no dict')
+        foreign = [str(name) for name, method in methods.items()
+                   if name not in HISTORY_BUFFER_STATISTICS
+                   or method is not getattr(HistoryBuffer, name)]
+        if foreign:
+            raise pickle.UnpicklingError(
+                'a HistoryBuffer in the checkpoint brings statistics methods of '
+                f'its own ({", ".join(foreign)}): refused')
+        self.__class__ = HistoryBuffer
+        HistoryBuffer.__setstate__(self, state)
 
 
 class CfgNodeAsDict:
@@ -54,10 +77,9 @@ def allowed_globals():
     """Every global a checkpoint may name besides torch's own, as the
     ``(object, 'module.name')`` pairs ``torch.serialization.safe_globals``
     takes."""
-    from mmengine.logging import HistoryBuffer
     multiarray = np._core.multiarray
     pairs = [
-        (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+        (HistoryBufferReader, 'mmengine.logging.history_buffer.HistoryBuffer'),
         (history_buffer_statistic, 'builtins.getattr'),
         (np.ndarray, 'numpy.ndarray'),
         (np.dtype, 'numpy.dtype'),
