@@ -172,6 +172,8 @@ def read_checkpoint(path, map_location='cpu'):
     if is_safetensors(path):
         try:
             return read_safetensors(path, map_location)
+        except InputError:
+            raise
         except Exception as error:
             raise _unreadable(path, error) from error
 

@@ -12,14 +12,24 @@ It carries no optimizer or scheduler state, so it cannot resume a training.
 The format has no checksum: a changed byte in tensor data is not detected
 (its header, offsets and sizes are checked).
 """
+import importlib
 import json
 
 import torch
 
+from ..errors import InputError
 from .atomic import atomic_write
 
 SUFFIX = '.safetensors'
 META_KEY = 'mmspatial.meta'
+
+
+def _safetensors(module):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError('.safetensors files need the safetensors package: pip '
+                         'install -r requirements/openmmlab.txt') from None
 
 
 def is_safetensors(path):
@@ -31,7 +41,7 @@ def read_safetensors(path, map_location='cpu'):
     """``{'state_dict': {name: tensor}}``, plus ``'meta'`` where the file has
     one of this package's; tensors go to ``map_location`` where it names a
     device, and stay on the CPU otherwise."""
-    from safetensors import safe_open
+    safe_open = _safetensors('safetensors').safe_open
     with safe_open(path, framework='pt', device='cpu') as file:
         state_dict = {name: file.get_tensor(name) for name in file.keys()}
         header = file.metadata() or {}
@@ -51,7 +61,7 @@ def save_safetensors(checkpoint, path):
         checkpoint (dict): ``{'state_dict': {name: tensor}, 'meta': {...}}``.
         path (str | os.PathLike): the ``.safetensors`` file.
     """
-    from safetensors.torch import save
+    save = _safetensors('safetensors.torch').save
     # each tensor its own contiguous memory: the format stores no views
     tensors = {name: t.detach().to('cpu', copy=True).contiguous()
                for name, t in checkpoint['state_dict'].items()}
