@@ -75,8 +75,8 @@ def _zip_globals(path):
         if len(set(names)) != len(names):
             raise zipfile.BadZipFile('the archive names an entry twice')
         if any(name.endswith('/constants.pkl') for name in names):
-            raise InputError(f'{path!r} is a TorchScript archive (a model with code), '
-                             'not a checkpoint: load it with torch.jit.load')
+            raise InputError(f'checkpoint {path!r} is a TorchScript archive (a model '
+                             'with code), not a checkpoint: load it with torch.jit.load')
         pickles = [name for name in names if name.split('/')[1:] == ['data.pkl']]
         if len(pickles) != 1:
             raise zipfile.BadZipFile(f'{len(pickles)} data.pkl entries, not 1')
@@ -95,13 +95,17 @@ def _legacy_globals(path):
     with open(path, 'rb') as file:
         magic = pickle_opcodes(file)
         found = globals_in(magic)
-        if [arg for name, arg in magic if name == 'LONG1'] != [torch.serialization.MAGIC_NUMBER]:
+        numbers = [arg for name, arg in magic if name == 'LONG1']
+        if numbers != [torch.serialization.MAGIC_NUMBER]:
             named = (f'; it names {", ".join(found)}: refused without running '
                      f'anything' if found else '')
             raise InputError(f'checkpoint {path!r} is not a PyTorch checkpoint but a '
                              f'plain pickle (torch.save writes a zip archive){named}')
         for _ in range(4):  # protocol version, system info, the object, storage keys
             found += globals_in(pickle_opcodes(file))
+    print_log(f'checkpoint {path!r} is in the legacy (non-zip) format, which records '
+              'no checksums: its integrity is not checked', logger='current',
+              level=logging.INFO)
     return list(dict.fromkeys(found))
 
 
