@@ -17,14 +17,19 @@ backbone state dict.
 
 The arch is read from the tensors (printed); ``--arch`` makes it a check, and
 every key and shape is checked against a freshly built ``SpatialMamba``.
+
+A DST ending in ``.safetensors`` is written in that format (tensors only,
+``meta`` as JSON in its header), anything else with ``torch.save``; either
+is written atomically. SRC is read by the package's checkpoint policy (no code
+from it runs; ``--trust-checkpoint`` opts in, see docs/checkpoints.md).
 """
 import argparse
 import os
 import os.path as osp
 
-import torch
-
 from mmspatial.errors import InputError
+from mmspatial.fileio import atomic_torch_save
+from mmspatial.fileio.safetensors_checkpoint import is_safetensors, save_safetensors
 from mmspatial.utils import run_tool
 from mmspatial.models import SpatialMamba
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, detect_arch,
@@ -96,7 +101,8 @@ def parse_args(argv=None):
         description='Convert a released Spatial-Mamba checkpoint')
     parser.add_argument('src', help='released checkpoint (classifier, '
                         'mmdet/mmseg or plain backbone)')
-    parser.add_argument('dst', help='output file')
+    parser.add_argument('dst', help='output file (.safetensors: that format, '
+                        'else torch.save\'s)')
     parser.add_argument('--to', choices=('backbone', 'mmpretrain'), required=True,
                         help='backbone: for mmdet/mmseg; mmpretrain: the '
                         'ImageClassifier of configs/classification')
@@ -109,7 +115,10 @@ def main(argv=None):
     converted, described = convert(args.src, args.to, args.arch)
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
-    torch.save(converted, args.dst)
+    if is_safetensors(args.dst):
+        save_safetensors(converted, args.dst)
+    else:
+        atomic_torch_save(converted, args.dst)
     print(f'{described}\n-> {args.dst}: {len(converted["state_dict"])} tensors '
           f'({args.to})')
     return converted

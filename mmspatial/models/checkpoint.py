@@ -3,6 +3,8 @@
 Everything that reads a checkpoint goes through this module: the backbone's
 ``init_cfg`` (:func:`load_backbone_checkpoint`), the tools, and, inside
 :func:`local_checkpoint_policy`, mmengine's Runner (``load_from``, resume).
+Files are read without running code from them
+(:mod:`mmspatial.fileio.checkpoint_reader`, ``docs/checkpoints.md``).
 
 Released files come in three forms, all loaded as they are:
 
@@ -16,15 +18,15 @@ set of visible rules, not a renaming table. Every problem is an
 :class:`~mmspatial.errors.InputError` that names the file.
 """
 import logging
-import os.path as osp
-import pickle
+import os
 import re
 from contextlib import contextmanager
 
-import torch
 from mmengine.logging import print_log
 
-from ..errors import InputError, MissingFileError
+from ..errors import InputError
+from ..fileio.checkpoint_reader import read_checkpoint, read_checkpoint_url
+from ..fileio.safetensors_checkpoint import is_safetensors
 
 CLASSIFIER_ONLY_PREFIXES = ('head.', 'norm.')
 
@@ -32,25 +34,33 @@ CLASSIFIER_ONLY_PREFIXES = ('head.', 'norm.')
 # ------------------------------------------------------------------ reading
 
 def load_checkpoint_file(filename, map_location='cpu'):
-    """The checkpoint dict in ``filename``, read with one unpickling policy.
+    """The checkpoint dict in ``filename``, read without running code from it.
 
-    Local files are read with ``torch.load(weights_only=True)`` first. Released
-    checkpoints often also pickle their training config, and mmengine's own
-    hold its message hub and numpy values, which that refuses (torch >= 2.6);
-    such a file, named by the user as a checkpoint, is then read with
-    ``weights_only=False`` and a warning that says so. Remote files go through
-    mmengine's ``CheckpointLoader``.
+    Local files go to :func:`mmspatial.fileio.checkpoint_reader.read_checkpoint`:
+    CRC-checked, their pickle's globals listed before unpickling, then read with
+    ``torch.load(weights_only=True)`` and the named objects released and
+    mmengine checkpoints need; ``.safetensors`` files read as
+    ``{'state_dict': tensors}``. URLs and mmengine's other schemes go through
+    mmengine's ``CheckpointLoader`` under :func:`local_checkpoint_policy`, so
+    they download into torch hub's cache and the copy is read the same way.
+
+    Args:
+        filename (str | os.PathLike): a path, a URL or an mmengine scheme
+            (``open-mmlab://...``).
+        map_location: as ``torch.load`` takes it.
 
     Raises:
         MissingFileError: the local file does not exist.
         InputError: it cannot be read (truncated, corrupted, not a PyTorch
-            file) or holds no dict.
+            file), names objects the policy refuses, or holds no dict.
     """
+    filename = os.fspath(filename)
     if '://' in filename:
         from mmengine.runner import CheckpointLoader
-        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        with local_checkpoint_policy():
+            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     else:
-        checkpoint = _load_local(osp.expanduser(filename), map_location)
+        checkpoint = read_checkpoint(filename, map_location)
     if not isinstance(checkpoint, dict):
         raise InputError(f'{filename!r} is not a checkpoint (a dict of tensors, or '
                          f'one under "state_dict" or "model"), it holds a '
@@ -58,58 +68,46 @@ def load_checkpoint_file(filename, map_location='cpu'):
     return checkpoint
 
 
-def _load_local(filename, map_location):
-    if not osp.isfile(filename):
-        raise MissingFileError(f'checkpoint not found: {filename!r}')
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        refusal = error  # objects besides tensors, or not a pickle at all
-    except Exception as error:
-        raise _unreadable(filename, error) from error
-    try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=False)
-    except Exception as error:
-        raise _unreadable(filename, error) from error
-    print_log(f'{filename!r} holds pickled objects besides tensors '
-              f'({_first_line(refusal)}); read with weights_only=False because it '
-              'was named as a checkpoint: only use files you trust',
-              logger='current', level=logging.WARNING)
-    return checkpoint
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def _unreadable(filename, error):
-    return InputError(f'checkpoint {filename!r} could not be read (truncated, '
-                      f'corrupted or not a PyTorch file?): {type(error).__name__}: '
-                      f'{_first_line(error)}')
+def check_resumable(filename):
+    """Raise ``InputError`` unless ``filename`` can hold the training state a
+    resume needs (a ``.safetensors`` file holds weights only)."""
+    if is_safetensors(filename):
+        raise InputError(f'--resume needs a checkpoint with the optimizer and '
+                         f'scheduler state; {os.fspath(filename)!r} is a .safetensors '
+                         'file, which holds weights only: resume from the .pth '
+                         'checkpoint, or start from these weights with load_from')
 
 
 @contextmanager
 def local_checkpoint_policy():
-    """Inside the block, mmengine reads local checkpoints as
+    """Inside the block, mmengine reads checkpoints as
     :func:`load_checkpoint_file` does.
 
-    mmengine 0.10.7 calls ``torch.load(file)``, which since torch 2.6 refuses
-    every checkpoint mmengine itself saves (open-mmlab/mmengine#1655). The
-    tools run the Runner inside this block, so that ``load_from`` and resume
-    read files with the same policy and errors as the rest of the package; the
-    previous loader is registered again on the way out.
+    mmengine 0.10.7 reads local files with ``torch.load(file)``, which since
+    torch 2.6 refuses every checkpoint mmengine itself saves
+    (open-mmlab/mmengine#1655), and URLs with
+    ``torch.hub.load_state_dict_from_url``, which unpickles anything. The tools
+    run the Runner inside this block: mmengine's local scheme reads through
+    :func:`~mmspatial.fileio.checkpoint_reader.read_checkpoint`, and its http
+    loader (which ``torchvision://``, ``open-mmlab://`` and ``mmcls://`` use)
+    downloads into torch hub's cache and reads the copy the same way. On the
+    way out mmengine's own loaders are back.
     """
+    import mmengine.runner.checkpoint as mmengine_checkpoint
     from mmengine.runner import CheckpointLoader
 
     def load_from_local(filename, map_location):  # mmengine logs the name's end
         return load_checkpoint_file(filename, map_location)
 
-    previous = CheckpointLoader._schemes['']
+    previous_local = CheckpointLoader._schemes['']
+    previous_load_url = mmengine_checkpoint.load_url
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    mmengine_checkpoint.load_url = read_checkpoint_url
     try:
         yield
     finally:
-        CheckpointLoader.register_scheme(prefixes='', loader=previous, force=True)
+        CheckpointLoader.register_scheme(prefixes='', loader=previous_local, force=True)
+        mmengine_checkpoint.load_url = previous_load_url
 
 
 # ------------------------------------------------------------- released forms

@@ -1,5 +1,6 @@
 """``init_cfg=dict(type='Pretrained', ...)`` with every released form, and the
-errors for files that are missing or of another arch."""
+errors for files that are missing, of another arch, or that would run code."""
+import logging
 import re
 
 import pytest
@@ -9,9 +10,12 @@ from mmspatial.models import SpatialMamba
 from mmspatial.models import checkpoint as checkpoint_module
 from mmspatial.models.backbones import spatial_mamba as backbone_module
 from mmspatial.errors import InputError
+from mmspatial.fileio.checkpoint_reader import TRUST_ENV
+from mmspatial.fileio.safetensors_checkpoint import save_safetensors
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, extract_backbone_state_dict,
                                          local_checkpoint_policy, stage_depths)
 
+from ..fileio.checkpoint_files import hostile, save_released_classifier
 from .test_spatial_mamba import randomize_
 
 ARCH = dict(dims=8, depths=[1, 2, 1, 1])
@@ -131,27 +135,82 @@ def test_extract_strips_ddp_prefix(source):
     assert stage_depths(backbone) == [1, 2, 1, 1]
 
 
-def test_checkpoint_with_pickled_objects_loads_with_a_warning(tmp_path, source):
-    """Released files often carry their config; torch >= 2.6 refuses those by default."""
-    import argparse
-    import logging
-
+@pytest.fixture
+def logged():
+    """The records mmengine's current logger receives during the test."""
     from mmengine.logging import MMLogger
-    path = tmp_path / 'with_config.pth'
-    torch.save({'model': source.state_dict(), 'config': argparse.Namespace(lr=1)}, path)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
-    try:
-        model = SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-        model.init_weights()
-    finally:
-        logger.removeHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def warnings_in(records):
+    return [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+
+
+def pretrained(path):
+    return SpatialMamba(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+
+
+def test_checkpoint_with_other_objects_is_refused_unless_trusted(tmp_path, source, logged,
+                                                                 monkeypatch):
+    """A config pickled as an object the policy does not list is refused,
+    naming it; the opt-in reads it, with a warning."""
+    import argparse
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    path = tmp_path / 'with_config.pth'
+    torch.save({'model': source.state_dict(), 'config': argparse.Namespace(lr=1)}, path)
+    with pytest.raises(InputError, match=r'refused: it names argparse\.Namespace'):
+        pretrained(path).init_weights()
+    assert not warnings_in(logged)
+    monkeypatch.setenv(TRUST_ENV, '1')
+    model = pretrained(path)
+    model.init_weights()
     assert_same_weights(model, source)
-    assert any('weights_only=False' in r.getMessage() and r.levelno == logging.WARNING
-               for r in records)
+    assert any(str(path) in m and 'full pickle' in m for m in warnings_in(logged))
+
+
+def test_hostile_checkpoint_runs_nothing_on_any_path(tmp_path, source, monkeypatch):
+    """init_cfg, and mmengine's loaders inside the policy (load_from, resume)."""
+    from mmengine.runner import CheckpointLoader, load_checkpoint
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    path, marker = tmp_path / 'hostile.pth', tmp_path / 'ran'
+    torch.save(hostile(source.state_dict(), marker), path)
+    refused = re.escape(f"checkpoint '{path}' refused: it names ") + '.*pathlib.Path'
+    with pytest.raises(InputError, match=refused):
+        pretrained(path).init_weights()
+    with local_checkpoint_policy():
+        with pytest.raises(InputError, match=refused):
+            CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+        with pytest.raises(InputError, match=refused):
+            load_checkpoint(SpatialMamba(arch=ARCH), str(path), map_location='cpu')
+    assert not marker.exists()
+
+
+def test_released_classifier_with_yacs_config_loads_without_warning(tmp_path, source,
+                                                                   logged):
+    """The reference trainer's file, its config a yacs CfgNode (yacs is not
+    installed): the backbone loads, nothing is said about the config."""
+    path = tmp_path / 'spatialmamba_t.pth'
+    save_released_classifier(official_classifier(source)['model'], path, tmp_path)
+    model = pretrained(path)
+    model.init_weights()
+    assert_same_weights(model, source)
+    assert not warnings_in(logged)
+
+
+def test_safetensors_checkpoint_through_init_cfg(tmp_path, source, logged):
+    path = tmp_path / 'backbone.safetensors'
+    save_safetensors({'state_dict': {f'backbone.{k}': v
+                                     for k, v in source.state_dict().items()}}, path)
+    model = pretrained(path)
+    model.init_weights()
+    assert_same_weights(model, source, skip=())
+    assert not warnings_in(logged)
 
 
 def test_unreadable_file_is_one_clear_error(unreadable_checkpoint, messages):
@@ -185,18 +244,22 @@ def test_checkpoint_filter_fn_returns_the_backbone_of_any_form(source):
 
 def test_mmengine_reads_local_files_with_the_same_policy(tmp_path, source,
                                                         unreadable_checkpoint):
-    """Inside ``local_checkpoint_policy`` mmengine's loader takes files with
-    pickled objects (mmengine's own checkpoints) and names unreadable ones;
-    outside it, its own loader is back."""
-    import argparse
-
+    """Inside ``local_checkpoint_policy`` mmengine's loader takes what mmengine
+    saves (message hub, numpy values) and names unreadable files; outside it,
+    its own loader is back."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
     from mmengine.runner import CheckpointLoader
     original = CheckpointLoader._schemes['']
-    path = tmp_path / 'with_config.pth'
-    torch.save({'state_dict': source.state_dict(), 'config': argparse.Namespace(lr=1)}, path)
+    path = tmp_path / 'runner_like.pth'
+    loss = HistoryBuffer()
+    loss.update(np.float64(1.5))
+    torch.save({'state_dict': source.state_dict(),
+                'message_hub': {'log_scalars': {'loss': loss}},
+                'meta': {'seed': np.int64(0)}}, path)
     with local_checkpoint_policy():
         checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
         with pytest.raises(InputError, match='could not be read'):
             CheckpointLoader.load_checkpoint(str(unreadable_checkpoint), map_location='cpu')
-    assert checkpoint['config'].lr == 1
+    assert checkpoint['message_hub']['log_scalars']['loss'].mean() == 1.5
     assert CheckpointLoader._schemes[''] is original
