@@ -25,8 +25,8 @@ import warnings
 from contextlib import contextmanager
 
 from ..errors import InputError
+from ..fileio.checkpoint_reader import TRUST_ENV as TRUST_CHECKPOINT_ENV
 
-TRUST_CHECKPOINT_ENV = 'MMSPATIAL_TRUST_CHECKPOINT'
 ALLOW_PARTIAL_LOAD_ENV = 'MMSPATIAL_ALLOW_PARTIAL_LOAD'
 
 # Third-party warnings that tell a user of the tools nothing they can act on,

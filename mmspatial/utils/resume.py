@@ -11,9 +11,9 @@ import os.path as osp
 from mmengine.logging import print_log
 
 from ..errors import InputError, MissingFileError
+from ..models.checkpoint import check_resumable
 
 LAST_CHECKPOINT = 'last_checkpoint'
-WEIGHTS_ONLY_SUFFIXES = ('.safetensors',)
 
 
 def checkpoint_to_resume(work_dir, requested):
@@ -50,10 +50,7 @@ def _check_resumable_file(path, named_by):
     if not osp.isfile(path):
         state = 'is not a file' if osp.exists(path) else 'does not exist'
         raise MissingFileError(f'--resume: checkpoint {path!r} ({named_by}) {state}')
-    if path.endswith(WEIGHTS_ONLY_SUFFIXES):
-        raise InputError(f'cannot resume from {path!r}: a {osp.splitext(path)[1]} file '
-                         'holds weights only, no training state; start from its '
-                         'weights with --cfg-options load_from=' + path)
+    check_resumable(path)  # a .safetensors file holds weights only
 
 
 def check_training_state(checkpoint, path):

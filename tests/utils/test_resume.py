@@ -12,7 +12,7 @@ def test_a_named_checkpoint_must_exist_and_hold_training_state(tmp_path):
         checkpoint_to_resume(str(tmp_path), str(tmp_path / 'nope.pth'))
     weights = tmp_path / 'model.safetensors'
     weights.write_bytes(b'')
-    with pytest.raises(InputError, match='holds weights only, no training state'):
+    with pytest.raises(InputError, match='is a .safetensors file, which holds weights only'):
         checkpoint_to_resume(str(tmp_path), str(weights))
     with pytest.raises(InputError, match=r"holds no training state \(no meta.epoch / "
                                          r'meta.iter'):
