@@ -180,7 +180,7 @@ def test_checkpoints_that_do_not_fit_are_refused(small_models, tmp_path):
         (seg_config, segmentor_checkpoint(segmentor, tmp_path / 'ade.pth', ade_head),
          'a head for another number of classes?'),
         (seg_config, segmentor_checkpoint(segmentor, tmp_path / 'nan.pth', nan_head),
-         '1 tensors hold NaN or Inf values: decode_head.conv_seg.bias (1 of 5)'),
+         '1 tensor with NaN or Inf values: decode_head.conv_seg.bias (1 of 5)'),
     ]
     for config, checkpoint, problem in cases:
         with pytest.raises(InputError) as error:

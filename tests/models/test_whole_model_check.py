@@ -113,8 +113,8 @@ def test_missing_and_unexpected_tensors():
     del checkpoint['state_dict']['decode_head.conv_seg.bias']
     checkpoint['state_dict']['decode_head.extra.weight'] = torch.zeros(3)
     line = refusal(Segmentor(), checkpoint)
-    assert ('1 tensors of the model missing in the checkpoint (decode_head.* 1; e.g. '
-            'decode_head.conv_seg.bias); 1 tensors the model has no place for '
+    assert ('1 tensor of the model missing in the checkpoint (decode_head.* 1; e.g. '
+            'decode_head.conv_seg.bias); 1 tensor the model has no place for '
             '(decode_head.* 1; e.g. decode_head.extra.weight)') in line
 
 
@@ -124,8 +124,16 @@ def test_nonfinite_weights_are_named_and_counted():
     state['decode_head.conv_seg.weight'][0, :3] = float('nan')
     state['backbone.outnorm0.bias'][1] = float('inf')
     line = refusal(Segmentor(), checkpoint)
-    assert ('2 tensors hold NaN or Inf values: backbone.outnorm0.bias (1 of 8), '
+    assert ('2 tensors with NaN or Inf values: backbone.outnorm0.bias (1 of 8), '
             'decode_head.conv_seg.weight (3 of 40)') in line
+
+
+def test_large_finite_weights_are_not_nonfinite():
+    """Their sum overflows to Inf; counted element by element, none is."""
+    checkpoint = saved(Segmentor())
+    checkpoint['state_dict']['decode_head.conv_seg.weight'].fill_(3e38)
+    model = Segmentor()
+    assert check_model_fit(model, model_state_dict_of(checkpoint, model), SOURCE)
 
 
 def test_released_classifier_is_converted_and_checked():

@@ -248,7 +248,7 @@ def test_checkpoint_must_fit_the_whole_model(tools, data, tmp_path, no_runner, m
         'ade_head': (ade_head, '4 tensors of another shape, checkpoint vs model ('
                                'auxiliary_head.conv_seg.bias (150,) vs (5,), ',
                      '(4 in all)): a head for another number of classes?'),
-        'nan_head': (nan_head, '1 tensors hold NaN or Inf values: '
+        'nan_head': (nan_head, '1 tensor with NaN or Inf values: '
                                'decode_head.conv_seg.weight (16 of 80)'),
     }
     work_dir = ['--work-dir', str(tmp_path / 'work')]
