@@ -11,21 +11,12 @@ graph, as in mmdeploy). Outputs:
 * mmdet detector: the backbone + neck features (the FPN levels). Region
   proposals, RoI heads and NMS are mmdeploy's domain.
 """
-from collections import Counter
-
 import torch
 import torch.nn as nn
 
-from mmspatial.errors import InputError
-from mmspatial.models.checkpoint import (check_fits, is_official_classifier,
-                                         load_checkpoint_file,
-                                         official_classifier_to_mmpretrain,
-                                         strip_ddp_prefix)
+from mmspatial.models.checkpoint import load_checkpoint_file
+from mmspatial.models.whole_model_check import load_model_checkpoint
 from mmspatial.utils import build_model, load_config
-
-# per default scope: the checkpoint prefixes the exported part reads
-_EXPORTED_PREFIXES = {'mmpretrain': ('',), 'mmseg': ('backbone.', 'neck.', 'decode_head.'),
-                      'mmdet': ('backbone.', 'neck.')}
 
 
 class _ExportedPart(nn.Module):
@@ -127,45 +118,14 @@ def load_export_config(path, cfg_options=None):
     return load_config(path, cfg_options, require_model=True)
 
 
-def _state_dict_of(checkpoint, scope, path):
-    """The model state dict of a loaded checkpoint (a released ImageNet
-    classifier is converted to mmpretrain's keys)."""
-    if is_official_classifier(checkpoint):
-        if scope != 'mmpretrain':
-            raise InputError(f'{path!r} is an ImageNet classifier checkpoint; exporting '
-                             f'a {scope} model needs a checkpoint of that model')
-        return official_classifier_to_mmpretrain(strip_ddp_prefix(checkpoint['model']))
-    return strip_ddp_prefix(checkpoint.get('state_dict', checkpoint))
-
-
-def load_exported_weights(model, path, scope):
-    """Load the tensors of the exported part of ``model`` from the checkpoint
-    at ``path``; every one must be there with the model's shape.
-
-    Raises ``MissingFileError`` for a missing file (from ``load_checkpoint_file``)
-    and ``InputError`` for a checkpoint of another arch or task, naming the
-    tensors at fault.
-    """
-    state_dict = _state_dict_of(load_checkpoint_file(path), scope, path)
-    source = f'checkpoint {path!r}'
-    if hasattr(model, 'backbone'):
-        backbone = {k[len('backbone.'):]: v for k, v in state_dict.items()
-                    if k.startswith('backbone.')}
-        check_fits(model.backbone.state_dict(), backbone, source)
-    needed = {k: v for k, v in model.state_dict().items()
-              if k.startswith(_EXPORTED_PREFIXES[scope])}
-    missing = [k for k in needed if k not in state_dict]
-    mismatched = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-                  f'{tuple(v.shape)}' for k, v in needed.items()
-                  if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or mismatched:
-        parts = Counter(key.split('.')[0] for key in missing)
-        problems = ([f'{len(missing)} missing: ' + ', '.join(
-            f'{count} in {part}.*' for part, count in parts.items())
-            + f' (e.g. {missing[0]})'] if missing else []) + mismatched[:5]
-        raise InputError(f'{source} does not fit the model of the config (another '
-                         'arch, task or number of classes?):\n  ' + '\n  '.join(problems))
-    model.load_state_dict({k: state_dict[k] for k in needed}, strict=False)
+def load_exported_weights(model, path, config_path=None):
+    """Load the checkpoint at ``path`` into the whole task ``model``, checked
+    as the tools check it (:mod:`mmspatial.models.whole_model_check`): a
+    released classifier is converted; another task, arch or number of classes,
+    or NaN weights, are an ``InputError`` unless partial loading is allowed.
+    A missing file is a ``MissingFileError``."""
+    source = f'checkpoint {path!r}' + (f' (for {config_path})' if config_path else '')
+    load_model_checkpoint(model, load_checkpoint_file(path), source)
 
 
 def build_exportable(cfg, checkpoint=None):
@@ -187,5 +147,5 @@ def build_exportable(cfg, checkpoint=None):
     with DefaultScope.overwrite_default_scope(scope):
         model = build_model(cfg)
     if checkpoint is not None:
-        load_exported_weights(model, checkpoint, scope)
+        load_exported_weights(model, checkpoint, cfg.filename)
     return _WRAPPERS[scope](make_pooling_exportable(model)).eval()

@@ -26,8 +26,7 @@ from contextlib import contextmanager
 
 from ..errors import InputError
 from ..fileio.checkpoint_reader import TRUST_ENV as TRUST_CHECKPOINT_ENV
-
-ALLOW_PARTIAL_LOAD_ENV = 'MMSPATIAL_ALLOW_PARTIAL_LOAD'
+from ..models.whole_model_check import ALLOW_PARTIAL_LOAD_ENV
 
 # Third-party warnings that tell a user of the tools nothing they can act on,
 # as (message regex, category name): mmengine 0.10.7 and mmdet import

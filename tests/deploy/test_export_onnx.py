@@ -124,10 +124,11 @@ def test_checkpoint_of_another_arch(small_models, tmp_path, export_tool):
 
 
 def test_checkpoint_of_another_task(small_models, tmp_path):
-    """A classifier's checkpoint has the backbone but no FPN: named, refused."""
+    """A classifier's checkpoint for a detector: the task named, refused."""
     _, cfg, _, _ = small_models['mmdet']
     classifier_checkpoint = small_models['mmpretrain'][3]
-    with pytest.raises(ValueError, match=r'missing: .*in neck\.\*'):
+    with pytest.raises(ValueError, match=r'it is a classification checkpoint \(it holds '
+                       r'head\.\* weights\)'):
         build_exportable(cfg, classifier_checkpoint)
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         build_exportable(cfg, str(tmp_path / 'missing.pth'))

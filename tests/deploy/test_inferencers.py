@@ -109,3 +109,118 @@ def test_bad_input(small_models, tmp_path):
         build_inferencer(str(tmp_path / 'missing.py'))
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         build_inferencer(small_models['mmdet'][0], str(tmp_path / 'missing.pth'))
+
+
+# ------------------------------------------------------------- weights
+
+def official_classifier(state_dict):
+    """The released ImageNet form of an mmpretrain classifier's state dict:
+    ``{'model': ...}`` with the reference's keys (final norm ``norm.*``, head
+    ``head.*``)."""
+    official = {}
+    for key, value in state_dict.items():
+        key = key.replace('backbone.outnorm3.', 'norm.').replace('head.fc.', 'head.')
+        official[key[len('backbone.'):] if key.startswith('backbone.') else key] = value
+    return {'model': official}
+
+
+def assert_weights(inferencer, model):
+    loaded = inferencer.model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded[key].cpu(), value), key
+
+
+def test_released_classifier_loads_its_weights(small_models, image_path, tmp_path):
+    """The official {'model': ...} file: converted and loaded, not ignored (the
+    predictions would otherwise be those of a random model)."""
+    config, cfg, model, _ = small_models['mmpretrain']
+    path = tmp_path / 'released.pth'
+    torch.save(official_classifier(model.state_dict()), path)
+    torch.manual_seed(1234)
+    inferencer = build_inferencer(config, path, device='cpu')  # a pathlib.Path
+    assert_weights(inferencer, model)
+    assert_same_prediction('mmpretrain', predict(inferencer, image_path),
+                           model_test_step(cfg, model, image_path))
+
+
+def segmentor_checkpoint(model, path, edit):
+    """The segmentor's weights, changed by ``edit(state_dict)``, saved at ``path``."""
+    state_dict = {key: value.clone() for key, value in model.state_dict().items()}
+    edit(state_dict)
+    torch.save({'state_dict': state_dict, 'meta': {}}, path)
+    return str(path)
+
+
+def ade_head(state_dict):
+    for head in ('decode_head', 'auxiliary_head'):
+        channels = state_dict[f'{head}.conv_seg.weight'].shape[1]
+        state_dict[f'{head}.conv_seg.weight'] = torch.zeros(150, channels, 1, 1)
+        state_dict[f'{head}.conv_seg.bias'] = torch.zeros(150)
+
+
+def nan_head(state_dict):
+    state_dict['decode_head.conv_seg.bias'][1] = float('nan')
+
+
+def test_checkpoints_that_do_not_fit_are_refused(small_models, tmp_path):
+    """Another task, a head for another number of classes, NaN weights: one
+    InputError whose first line names the checkpoint, the config, the problem."""
+    from mmspatial.errors import InputError
+    seg_config, _, segmentor, _ = small_models['mmseg']
+    det_config, _, _, det_checkpoint = small_models['mmdet']
+    released = tmp_path / 'released.pth'
+    torch.save(official_classifier(small_models['mmpretrain'][2].state_dict()), released)
+    cases = [
+        (seg_config, det_checkpoint, "segmentor (EncoderDecoder): it is a detection "
+                                     "checkpoint (it holds rpn_head.*, roi_head.* weights)"),
+        (det_config, small_models['mmseg'][3], "detector (MaskRCNN): it is a segmentation "
+                                               "checkpoint (it holds decode_head.*"),
+        (det_config, str(released), "detector (MaskRCNN): it is a released ImageNet "
+                                    "classifier"),
+        (seg_config, segmentor_checkpoint(segmentor, tmp_path / 'ade.pth', ade_head),
+         'a head for another number of classes?'),
+        (seg_config, segmentor_checkpoint(segmentor, tmp_path / 'nan.pth', nan_head),
+         '1 tensor with NaN or Inf values: decode_head.conv_seg.bias (1 of 5)'),
+    ]
+    for config, checkpoint, problem in cases:
+        with pytest.raises(InputError) as error:
+            build_inferencer(config, checkpoint, device='cpu')
+        first = str(error.value).splitlines()[0]
+        assert first.startswith(f"checkpoint '{checkpoint}' (for {config}) does not fit "
+                                "the config's "), first
+        assert problem in first, first
+
+
+def test_partial_loading_on_purpose(small_models, tmp_path, monkeypatch):
+    """With MMSPATIAL_ALLOW_PARTIAL_LOAD=1 the tensors that fit load, the
+    others keep their initialisation."""
+    from mmspatial.models.whole_model_check import ALLOW_PARTIAL_LOAD_ENV
+    config, _, segmentor, _ = small_models['mmseg']
+    checkpoint = segmentor_checkpoint(segmentor, tmp_path / 'ade.pth', ade_head)
+    monkeypatch.setenv(ALLOW_PARTIAL_LOAD_ENV, '1')
+    loaded = build_inferencer(config, checkpoint, device='cpu').model.state_dict()
+    for key, value in segmentor.state_dict().items():
+        assert torch.equal(loaded[key], value) == ('conv_seg' not in key), key
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+def test_classes_from_the_config_without_dataset_meta(scope, small_models, image_path,
+                                                      tmp_path):
+    """A checkpoint without ``meta.dataset_meta``: the classes and palette are
+    the config's test dataset's (the demo configs' shapes), not Cityscapes' 19
+    or COCO's 80, on the model and in the drawn predictions."""
+    from .conftest import save_checkpoint
+    config, cfg, model, _ = small_models[scope]
+    checkpoint = save_checkpoint(model, tmp_path / f'{scope}_no_meta.pth')
+    inferencer = build_inferencer(config, checkpoint, device='cpu')
+    metainfo = cfg.test_dataloader.dataset.metainfo
+    expected = dict(classes=list(metainfo.classes),
+                    palette=[list(colour) for colour in metainfo.palette])
+    assert len(expected['classes']) == (5 if scope == 'mmseg' else 4)
+
+    def as_lists(meta):
+        return dict(classes=list(meta['classes']),
+                    palette=[list(colour) for colour in meta['palette']])
+    assert as_lists(inferencer.model.dataset_meta) == expected
+    inferencer(image_path, return_vis=True)
+    assert as_lists(inferencer.visualizer.dataset_meta) == expected

@@ -25,6 +25,10 @@ from .helpers import (REPO_ROOT, TOOLS, dump, shrink, small_images,  # noqa: E40
                       small_train_images, use_data)
 
 DET_T = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_spatialmamba_t.py')
+DET_DEMO = osp.join(REPO_ROOT, 'configs', 'detection', 'demo',
+                    'maskrcnn_spatialmamba_t_synthetic.py')
+SEG_DEMO = osp.join(REPO_ROOT, 'configs', 'segmentation', 'demo',
+                    'upernet_spatialmamba_t_synthetic.py')
 SEG_T = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_spatialmamba_t.py')
 SEG_S = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_spatialmamba_s.py')
 CLS_T = osp.join(REPO_ROOT, 'configs', 'classification', 'spatialmamba_t_in1k.py')
@@ -140,7 +144,9 @@ def test_classifier_checkpoint_for_a_detector_is_an_error(tools, data, tmp_path,
     checkpoint = tmp_path / 'official_t.pth'
     torch.save(official_classifier(official_keys, 'tiny'), checkpoint)
     config = dump(shrink(use_data(Config.fromfile(DET_T), data)), tmp_path / 'det.py')
-    with pytest.raises(InputError, match='no backbone.* weights.*ImageNet classifier'):
+    with pytest.raises(InputError, match=r"detector \(MaskRCNN\): it is a released "
+                       r"ImageNet classifier \({'model': ...}\): use it as the backbone's "
+                       'init_cfg checkpoint'):
         test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
 
 
@@ -216,6 +222,50 @@ def test_checkpoints_of_another_arch_stop_before_the_runner(tools, data, tmp_pat
     with pytest.raises(InputError, match=depths):
         train.main([config, '--cfg-options', f'model.backbone.init_cfg.checkpoint={backbone}']
                    + work_dir)
+
+
+def test_checkpoint_must_fit_the_whole_model(tools, data, tmp_path, no_runner, monkeypatch):
+    """Not only the backbone: a Mask R-CNN checkpoint for the UperNet config, a
+    150-class head for its 5 classes and a NaN head are each refused with a
+    first line that names the checkpoint, the config and the problem, before
+    the Runner is built; with partial loading allowed the Runner is built."""
+    from mmspatial.models.whole_model_check import ALLOW_PARTIAL_LOAD_ENV
+    from mmspatial.utils import build_model
+    test = tools('test')
+    cfg = shrink(use_data(Config.fromfile(SEG_DEMO), data))
+    cfg.model.decode_head.channels = cfg.model.auxiliary_head.channels = 16  # fast to build
+    config = dump(cfg, tmp_path / 'seg.py')
+    segmentor = build_model(Config.fromfile(config)).state_dict()
+    detector = build_model(shrink(Config.fromfile(DET_DEMO))).state_dict()
+    ade_head = dict(segmentor)
+    for head in ('decode_head', 'auxiliary_head'):
+        channels = segmentor[f'{head}.conv_seg.weight'].shape[1]
+        ade_head[f'{head}.conv_seg.weight'] = torch.zeros(150, channels, 1, 1)
+        ade_head[f'{head}.conv_seg.bias'] = torch.zeros(150)
+    nan_head = {key: value.clone() for key, value in segmentor.items()}
+    nan_head['decode_head.conv_seg.weight'][0] = float('nan')
+    cases = {
+        'maskrcnn': (detector, 'it is a detection checkpoint (it holds rpn_head.*, '
+                               'roi_head.* weights)'),
+        'ade_head': (ade_head, '4 tensors of another shape, checkpoint vs model ('
+                               'auxiliary_head.conv_seg.bias (150,) vs (5,), ',
+                     '(4 in all)): a head for another number of classes?'),
+        'nan_head': (nan_head, '1 tensor with NaN or Inf values: '
+                               'decode_head.conv_seg.weight (16 of 80)'),
+    }
+    work_dir = ['--work-dir', str(tmp_path / 'work')]
+    for name, (state_dict, *problems) in cases.items():
+        path = str(tmp_path / f'{name}.pth')
+        torch.save({'state_dict': state_dict, 'meta': {}}, path)
+        with pytest.raises(InputError) as error:
+            test.main([config, path] + work_dir)
+        first = str(error.value).splitlines()[0]
+        assert first.startswith(f"checkpoint '{path}' (for {config}) does not fit the "
+                                "config's segmentor (EncoderDecoder): "), first
+        assert all(problem in first for problem in problems), first
+    monkeypatch.setenv(ALLOW_PARTIAL_LOAD_ENV, '1')
+    with pytest.raises(AssertionError, match='the Runner was built'):
+        test.main([config, str(tmp_path / 'ade_head.pth')] + work_dir)
 
 
 def test_resume_without_a_path_needs_no_pretrained_checkpoint(tools, data, tmp_path):

@@ -12,6 +12,10 @@ metadata. Unless ``--no-check``, onnxruntime runs the file on a random batch
 and the largest difference from PyTorch, relative to the largest output value,
 must stay within ``--tolerance`` (default 1e-4); the tool fails otherwise.
 
+CHECKPOINT must fit the config's whole model (``mmspatial.models.
+whole_model_check``, as for tools/test.py): a checkpoint of another task or
+arch, a head for another number of classes or NaN weights are refused unless
+partial loading is allowed on purpose (``MMSPATIAL_ALLOW_PARTIAL_LOAD=1``).
 Without CHECKPOINT the freshly initialised model is exported (for trying the
 tool; the backbone's pretrained ``init_cfg`` is not read).
 """

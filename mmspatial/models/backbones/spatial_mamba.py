@@ -7,6 +7,10 @@ block around the structure-aware SSM (``mmspatial.models.layers``), a stage,
 the backbone.
 """
 import logging
+import math
+import numbers
+import os
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -17,6 +21,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...errors import InputError
 from ..checkpoint import load_backbone_checkpoint
 from ..layers import StructureAwareSSM
 from ..layers.inplace import add_into, gelu_into
@@ -198,8 +203,8 @@ class SpatialMamba(BaseModule):
             after its own LayerNorm ``outnorm{i}``; negative indices count from
             the end. Default (0, 1, 2, 3).
         drop_path_rate (float | None): stochastic depth, linearly increasing
-            over blocks. None takes the paper's value for the arch (T 0.2,
-            S 0.3, B 0.5; 0 for a custom dict).
+            over blocks, in [0, 1). None takes the paper's value for the arch
+            (T 0.2, S 0.3, B 0.5; 0 for a custom dict).
         frozen_stages (int): -1 freezes nothing; 0 freezes the stem; k > 0
             also freezes stages 0..k-1 (their blocks, downsampling and output
             norms). Frozen parts stay in eval mode. Default -1.
@@ -208,12 +213,16 @@ class SpatialMamba(BaseModule):
         with_cp (bool): activation checkpointing per block. Default False.
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``
             loads a released classifier, an mmdet/mmseg checkpoint or a plain
-            backbone state dict (see ``mmspatial.models.checkpoint``).
+            backbone state dict (see ``mmspatial.models.checkpoint``); PATH is
+            a file name, a ``pathlib.Path`` or a URL.
         pretrained (str | None): deprecated spelling of
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``, accepted
             because mmseg's ``EncoderDecoder`` passes its ``pretrained`` on.
 
-    Input (batch, in_channels, H, W) with H, W >= 32; output: a tuple of
+    Every argument is checked here: a bad value is an ``InputError`` naming
+    it. Input (batch, in_channels, H, W) with H, W >= 32, floating point, of
+    the weights' dtype (or any dtype under autocast), checked at every forward
+    (a few attribute reads); output: a tuple of
     (batch, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))) per ``out_indices`` entry.
     """
 
@@ -230,23 +239,27 @@ class SpatialMamba(BaseModule):
                  with_cp=False, init_cfg=None, pretrained=None):
         if pretrained is not None:
             if init_cfg is not None:
-                raise ValueError('SpatialMamba: give pretrained or init_cfg, not both')
+                raise InputError('SpatialMamba: give pretrained or init_cfg, not both')
             print_log('SpatialMamba: pretrained= is deprecated, use '
                       'init_cfg=dict(type="Pretrained", checkpoint=...)',
                       logger='current', level=logging.WARNING)
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._parse_init_cfg(init_cfg))
         settings = self._parse_arch(arch)
         self.dims = settings['dims']
         self.depths = settings['depths']
         self.d_state = settings['d_state']
         if drop_path_rate is None:
             drop_path_rate = settings['drop_path_rate']
+        _check_drop_path_rate(drop_path_rate)
+        if not _is_int(in_channels) or in_channels < 1:
+            raise InputError(f'SpatialMamba: in_channels must be an integer >= 1, '
+                             f'got {in_channels!r}')
         self.in_channels = in_channels
         self.out_indices = self._parse_out_indices(out_indices)
-        if not -1 <= frozen_stages <= NUM_STAGES:
-            raise ValueError(f'frozen_stages must be in [-1, {NUM_STAGES}], '
-                             f'got {frozen_stages}')
+        if not _is_int(frozen_stages) or not -1 <= frozen_stages <= NUM_STAGES:
+            raise InputError(f'SpatialMamba: frozen_stages must be in [-1, {NUM_STAGES}], '
+                             f'got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
@@ -270,44 +283,71 @@ class SpatialMamba(BaseModule):
             name = self.arch_aliases.get(arch.lower(), arch.lower())
             if name not in self.arch_settings:
                 allowed = sorted(self.arch_settings) + sorted(self.arch_aliases)
-                raise ValueError(f'SpatialMamba: unknown arch {arch!r}; choose one of '
+                raise InputError(f'SpatialMamba: unknown arch {arch!r}; choose one of '
                                  f'{allowed} or a dict(dims=..., depths=...)')
             settings = dict(self.arch_settings[name])
         elif isinstance(arch, dict):
             missing = {'dims', 'depths'} - set(arch)
             unknown = set(arch) - {'dims', 'depths', 'd_state'}
             if missing or unknown:
-                raise ValueError(f'SpatialMamba: an arch dict needs keys dims and '
+                raise InputError(f'SpatialMamba: an arch dict needs keys dims and '
                                  f'depths (optional d_state); missing {sorted(missing)}, '
                                  f'unknown {sorted(unknown)}')
             settings = {'d_state': 1, 'drop_path_rate': 0.0, **arch}
         else:
-            raise TypeError(f'SpatialMamba: arch must be a str or dict, got '
-                            f'{type(arch).__name__}')
-        dims = settings['dims']
-        if isinstance(dims, int):
+            raise InputError(f'SpatialMamba: arch must be a str or dict, got '
+                             f'{type(arch).__name__} {arch!r}')
+        dims, depths = settings['dims'], settings['depths']
+        if _is_int(dims):
             dims = [dims * 2 ** i for i in range(NUM_STAGES)]
-        depths = list(settings['depths'])
-        if len(dims) != NUM_STAGES or len(depths) != NUM_STAGES:
-            raise ValueError(f'SpatialMamba: dims and depths need {NUM_STAGES} entries, '
-                             f'got dims={dims}, depths={depths}')
-        settings.update(dims=list(dims), depths=depths)
+        if not isinstance(dims, (list, tuple)) or not isinstance(depths, (list, tuple)) \
+                or len(dims) != NUM_STAGES or len(depths) != NUM_STAGES:
+            raise InputError(f'SpatialMamba: dims and depths need {NUM_STAGES} entries, '
+                             f'got dims={dims!r}, depths={depths!r}')
+        for name, values in (('dims', dims), ('depths', depths)):
+            if not all(_is_int(value) and value >= 1 for value in values):
+                raise InputError(f'SpatialMamba: arch {name} must be integers >= 1, '
+                                 f'got {name}={list(values)!r}')
+        if not _is_int(settings['d_state']) or settings['d_state'] < 1:
+            raise InputError(f'SpatialMamba: arch d_state must be an integer >= 1, '
+                             f'got d_state={settings["d_state"]!r}')
+        settings.update(dims=list(dims), depths=list(depths))
         return settings
 
     @staticmethod
     def _parse_out_indices(out_indices):
-        if isinstance(out_indices, int):
+        if _is_int(out_indices):
             out_indices = [out_indices]
+        if not isinstance(out_indices, (list, tuple)) or not out_indices:
+            raise InputError(f'SpatialMamba: out_indices must name at least one of the '
+                             f'{NUM_STAGES} stages (0..{NUM_STAGES - 1}, or negative '
+                             f'from the end), got {out_indices!r}')
         parsed = []
         for index in out_indices:
-            if not -NUM_STAGES <= index < NUM_STAGES:
-                raise ValueError(f'SpatialMamba: out_indices entry {index} is out of '
+            if not _is_int(index) or not -NUM_STAGES <= index < NUM_STAGES:
+                raise InputError(f'SpatialMamba: out_indices entry {index!r} is out of '
                                  f'range for {NUM_STAGES} stages')
             parsed.append(index % NUM_STAGES)
         if len(set(parsed)) != len(parsed):
-            raise ValueError(f'SpatialMamba: out_indices {tuple(out_indices)} name a '
+            raise InputError(f'SpatialMamba: out_indices {tuple(out_indices)} name a '
                              'stage twice')
         return tuple(parsed)
+
+    @staticmethod
+    def _parse_init_cfg(init_cfg):
+        """``init_cfg`` with a ``Pretrained`` checkpoint as a string: one is
+        given, it is not a directory; a ``pathlib.Path`` becomes its string."""
+        if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained':
+            return init_cfg
+        checkpoint = init_cfg.get('checkpoint')
+        if not isinstance(checkpoint, (str, os.PathLike)) or not os.fspath(checkpoint):
+            raise InputError(f'SpatialMamba: init_cfg type Pretrained needs a checkpoint '
+                             f'(a file name or URL), got checkpoint={checkpoint!r}')
+        checkpoint = os.fspath(checkpoint)
+        if osp.isdir(osp.expanduser(checkpoint)):
+            raise InputError(f'SpatialMamba: init_cfg checkpoint {checkpoint!r} is a '
+                             'directory; give the checkpoint file in it')
+        return dict(init_cfg, checkpoint=checkpoint)
 
     @property
     def feature_info(self):
@@ -328,22 +368,32 @@ class SpatialMamba(BaseModule):
             super().init_weights()
 
     def load_pretrained(self, filename):
-        """Load a checkpoint of any released form: see
+        """Load a checkpoint (a file name, ``pathlib.Path`` or URL) of any
+        released form: see
         :func:`mmspatial.models.checkpoint.load_backbone_checkpoint`."""
-        load_backbone_checkpoint(self, filename)
+        load_backbone_checkpoint(self, os.fspath(filename))
 
     # --------------------------------------------------------------- forward
     def _check_input(self, x):
         if x.dim() != 4:
-            raise ValueError(f'SpatialMamba expects images (batch, {self.in_channels}, '
+            raise InputError(f'SpatialMamba expects images (batch, {self.in_channels}, '
                              f'H, W), got a tensor of shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'SpatialMamba was built for {self.in_channels} input '
+            raise InputError(f'SpatialMamba was built for {self.in_channels} input '
                              f'channels, got {x.shape[1]} (input shape {tuple(x.shape)})')
         if min(x.shape[2:]) < self.min_input_size:
-            raise ValueError(f'SpatialMamba needs images of at least '
+            raise InputError(f'SpatialMamba needs images of at least '
                              f'{self.min_input_size}x{self.min_input_size} for its four '
                              f'stages (total stride 32), got {x.shape[2]}x{x.shape[3]}')
+        if not x.is_floating_point():
+            raise InputError(f'SpatialMamba got {x.dtype} images: convert them to float '
+                             'and normalise them (the data preprocessor\'s mean and std) '
+                             'first')
+        weight_dtype = self.patch_embed.conv1.conv.weight.dtype
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise InputError(f'SpatialMamba\'s weights are {weight_dtype}, its input is '
+                             f'{x.dtype}: convert one to the other\'s dtype, or run '
+                             'under torch.autocast')
 
     def forward(self, x):
         self._check_input(x)
@@ -382,6 +432,17 @@ class SpatialMamba(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_drop_path_rate(rate):
+    """In [0, 1): a rate of 1 drops every residual branch (NaN loss)."""
+    if (not isinstance(rate, numbers.Real) or isinstance(rate, bool)
+            or not math.isfinite(rate) or not 0 <= rate < 1):
+        raise InputError(f'SpatialMamba: drop_path_rate must be in [0, 1), got {rate!r}')
 
 
 def _reference_init(module):
