@@ -34,6 +34,7 @@ rough edges of the libraries are taken care of:
   array has as None); here such predictions are numbered, as mmdet means to.
 """
 import copy
+import os
 import os.path as osp
 
 from mmspatial.errors import InputError, MissingFileError
@@ -128,14 +129,32 @@ def _classifier_inferencer(config, weights, source, device, **kwargs):
     """mmpretrain's ``ImageClassificationInferencer`` over the config's model,
     its weights read and checked as the tools do. The classes are the
     checkpoint's, or (``get_model``'s default) the test dataset class's."""
-    from mmpretrain.apis import ImageClassificationInferencer, get_model
+    from mmpretrain.apis import get_model
     model = get_model(config, pretrained=False)
     if weights is not None:
         checkpoint = load_checkpoint_file(weights)
         load_model_checkpoint(model, checkpoint, source)
         model._dataset_meta = saved_dataset_meta(checkpoint) or model._dataset_meta
-    return ImageClassificationInferencer(model=model, pretrained=False, device=device,
-                                         **kwargs)
+    return _classifier_inferencer_class()(model=model, pretrained=False, device=device,
+                                          **kwargs)
+
+
+def _classifier_inferencer_class():
+    """mmpretrain's ``ImageClassificationInferencer`` that also takes
+    ``out_dir``, as mmdet's and mmseg's inferencers do: the drawn predictions
+    go to ``<out_dir>/vis/`` (mmpretrain's own ``show_dir`` still works)."""
+    from mmpretrain.apis import ImageClassificationInferencer
+
+    class OutDirClassificationInferencer(ImageClassificationInferencer):
+        visualize_kwargs = ImageClassificationInferencer.visualize_kwargs | {'out_dir'}
+
+        def visualize(self, ori_inputs, preds, out_dir='', **kwargs):
+            if out_dir and kwargs.get('show_dir') is None:
+                kwargs['show_dir'] = osp.join(out_dir, 'vis')
+                os.makedirs(kwargs['show_dir'], exist_ok=True)
+            return super().visualize(ori_inputs, preds, **kwargs)
+
+    return OutDirClassificationInferencer
 
 
 def build_inferencer(config, weights=None, device=None, **kwargs):

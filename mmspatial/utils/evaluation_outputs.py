@@ -30,12 +30,17 @@ def enable_visualization(cfg, config_path, show=False, show_dir=None, wait_time=
         raise InputError(f'--show / --show-dir: config {config_path} has no '
                          f'default_hooks.visualization (a {name})')
     hook[switch] = True
+    if scope == 'mmseg':
+        hook.interval = 1  # every test image, as mmdet's hook draws them
     if show:
         hook.show = True
         hook.wait_time = wait_time
     if show_dir:
         if scope == 'mmseg':  # SegVisualizationHook saves through the visualizer
             cfg.visualizer.save_dir = show_dir
+            # a visualizer of its own: one of the same name made earlier in the
+            # process (mmengine keeps them by name) would keep its save_dir
+            cfg.visualizer.name = f'visualizer:{show_dir}'
         elif scope == 'mmpretrain':
             hook.out_dir = show_dir
         else:

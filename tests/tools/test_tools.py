@@ -303,8 +303,15 @@ def test_released_classifier_evaluates_as_it_is(tools, data, tmp_path, official_
     checkpoint = tmp_path / 'official_t.pth'
     torch.save(official_classifier(official_keys, 'tiny', head_bias=bias), checkpoint)
     config = dump(small_images(use_data(Config.fromfile(CLS_T), data)), tmp_path / 'cls.py')
-    metrics = test.main([config, str(checkpoint), '--work-dir', str(tmp_path)])
+    out = tmp_path / 'predictions.pkl'
+    with pytest.raises(InputError, match='give a name ending in .pkl'):
+        test.main([config, str(checkpoint), '--out', str(tmp_path / 'p.json')])
+    metrics = test.main([config, str(checkpoint), '--work-dir', str(tmp_path),
+                         '--out', str(out)])
     assert metrics['accuracy/top1'] == pytest.approx(50.0)
+    from mmengine.fileio import load
+    predictions = load(str(out))  # written by this test's own run
+    assert [int(p['pred_label']) for p in predictions] == [1] * len(predictions) == [1] * 4
 
 
 def test_train_then_test_with_tta(tools, data, tmp_path):
@@ -324,9 +331,14 @@ def test_train_then_test_with_tta(tools, data, tmp_path):
     assert runner.iter == 2
     checkpoint = str(work_dir / 'iter_2.pth')
     assert osp.isfile(checkpoint)
-    single = test.main([config, checkpoint, '--work-dir', str(work_dir)])
+    out, shown = tmp_path / 'label_maps', tmp_path / 'drawn'
+    single = test.main([config, checkpoint, '--work-dir', str(work_dir),
+                        '--out', str(out), '--show-dir', str(shown)])
     multi = test.main([config, checkpoint, '--work-dir', str(work_dir), '--tta'])
     assert 0 <= single['mIoU'] <= 100 and 0 <= multi['mIoU'] <= 100
+    # --out keeps a label map, --show-dir a drawing, per val image (2)
+    assert len(list(out.rglob('*.png'))) == 2
+    assert len(list(shown.rglob('*.png'))) == 2
 
 
 def test_tta_needs_a_tta_config(tools, data, tmp_path):
