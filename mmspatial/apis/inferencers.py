@@ -3,12 +3,14 @@
 ``build_inferencer(config, weights)`` returns mmdet's ``DetInferencer``,
 mmseg's ``MMSegInferencer`` or mmpretrain's ``ImageClassificationInferencer``,
 chosen by the config's ``default_scope``; call it on image paths or arrays as
-those libraries document. Built this way, the weights are checked and four
-rough edges of the libraries are taken care of:
+those libraries document. Built this way, four rough edges of the libraries
+are taken care of:
 
 * weights: the libraries load a checkpoint non-strictly and only warn about
   what did not fit; a released ImageNet classifier (``{'model': ...}``) loaded
-  nothing at all. Here the checkpoint goes through the tools' whole-model check
+  nothing at all. Here the file is read by
+  ``mmspatial.models.checkpoint.load_checkpoint_file``, as the tools read every
+  checkpoint, and goes through their whole-model check
   (``mmspatial.models.whole_model_check``): a released classifier is converted
   to the classifier's keys, and a checkpoint of another task or arch, a head
   for another number of classes or NaN weights are an ``InputError`` (unless
@@ -16,19 +18,12 @@ rough edges of the libraries are taken care of:
 * classes: without ``dataset_meta`` in the checkpoint, mmseg falls back to
   Cityscapes' 19 classes and mmdet to COCO's 80; here the classes and palette
   come from the config's test dataset.
-
 * scope: ``DetInferencer`` and ``MMSegInferencer`` set mmengine's global
   default scope to their own and leave it there; an
   ``ImageClassificationInferencer`` built afterwards then looks its transforms
   up in that registry and fails ("ResizeEdge is not in the mmseg::transform
   registry"). Here each inferencer is built inside its own scope, and the
   global scope is left as it was.
-* checkpoints saved by mmengine's Runner (the demo's, anyone's training) pickle
-  their message hub, which ``torch.load``'s default ``weights_only=True``
-  (torch >= 2.6) refuses inside mmengine 0.10.7. Here ``weights`` is read
-  under ``mmspatial.models.checkpoint.local_checkpoint_policy``, as the tools
-  read every checkpoint: tensors only first, then, for the file named, in
-  full with a warning.
 * ``DetInferencer`` given numpy arrays with ``no_save_pred=False`` fails in
   mmdet (it names the prediction file after the input's ``img_path``, which an
   array has as None); here such predictions are numbered, as mmdet means to.
@@ -38,7 +33,7 @@ import os
 import os.path as osp
 
 from mmspatial.errors import InputError, MissingFileError
-from mmspatial.models.checkpoint import load_checkpoint_file, local_checkpoint_policy
+from mmspatial.models.checkpoint import load_checkpoint_file
 from mmspatial.models.whole_model_check import load_model_checkpoint
 
 
@@ -183,7 +178,7 @@ def build_inferencer(config, weights=None, device=None, **kwargs):
             raise MissingFileError(f'checkpoint not found: {weights!r}')
     source = f'checkpoint {weights!r} (for {config})'
     scope = Config.fromfile(config).get('default_scope')
-    with DefaultScope.overwrite_default_scope(scope), local_checkpoint_policy():
+    with DefaultScope.overwrite_default_scope(scope):
         if scope == 'mmdet':
             inferencer_class = _checked_weights(_det_inferencer_class(), source)
             return inferencer_class(model=config, weights=weights, device=device, **kwargs)

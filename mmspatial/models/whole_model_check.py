@@ -24,8 +24,8 @@ from .checkpoint import (check_fits, is_official_classifier,
                          official_classifier_to_mmpretrain, strip_ddp_prefix)
 
 ALLOW_PARTIAL_LOAD_ENV = 'MMSPATIAL_ALLOW_PARTIAL_LOAD'
-PARTIAL_LOAD_HINT = (f'to load only the tensors that fit, on purpose: '
-                     f'--allow-partial-load ({ALLOW_PARTIAL_LOAD_ENV}=1)')
+PARTIAL_LOAD_HINT = (f'to load only the tensors that fit: --allow-partial-load or '
+                     f'{ALLOW_PARTIAL_LOAD_ENV}=1')
 
 # The heads that tell a task's checkpoint from another's (top-level modules).
 TASK_HEADS = {
@@ -242,13 +242,14 @@ def check_model_fit(model, state_dict, source, checkpoint=None):
         return True
     summary = '; '.join(problem.splitlines()[0] for problem in problems)
     message = f'{source} does not fit the config\'s {_describe(model)}: {summary}'
-    details = [line.strip() for problem in problems
-               for line in problem.splitlines()[1:] if line.strip()]
     if partial_load_allowed():
         print_log(f'{message} ({ALLOW_PARTIAL_LOAD_ENV}=1: loading the tensors that fit)',
                   logger='current', level=logging.WARNING)
         return False
-    raise InputError('\n  '.join([message] + details + [PARTIAL_LOAD_HINT]))
+    # one line; only the backbone's arch check adds a few lines of detail
+    details = [line.strip() for problem in problems
+               for line in problem.splitlines()[1:] if line.strip()]
+    raise InputError('\n  '.join([f'{message} ({PARTIAL_LOAD_HINT})'] + details))
 
 
 def load_model_checkpoint(model, checkpoint, source):

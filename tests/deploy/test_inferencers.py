@@ -185,7 +185,7 @@ def test_checkpoints_that_do_not_fit_are_refused(small_models, tmp_path):
     for config, checkpoint, problem in cases:
         with pytest.raises(InputError) as error:
             build_inferencer(config, checkpoint, device='cpu')
-        first = str(error.value).splitlines()[0]
+        [first] = str(error.value).splitlines()  # one line
         assert first.startswith(f"checkpoint '{checkpoint}' (for {config}) does not fit "
                                 "the config's "), first
         assert problem in first, first

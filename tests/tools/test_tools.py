@@ -259,7 +259,7 @@ def test_checkpoint_must_fit_the_whole_model(tools, data, tmp_path, no_runner, m
         torch.save({'state_dict': state_dict, 'meta': {}}, path)
         with pytest.raises(InputError) as error:
             test.main([config, path] + work_dir)
-        first = str(error.value).splitlines()[0]
+        [first] = str(error.value).splitlines()  # one line
         assert first.startswith(f"checkpoint '{path}' (for {config}) does not fit the "
                                 "config's segmentor (EncoderDecoder): "), first
         assert all(problem in first for problem in problems), first
