@@ -23,14 +23,13 @@ A DST ending in ``.safetensors`` is written in that format (tensors only,
 is written atomically. SRC is read by the package's checkpoint policy (no code
 from it runs; ``--trust-checkpoint`` opts in, see docs/checkpoints.md).
 """
-import argparse
 import os
 import os.path as osp
 
 from mmspatial.errors import InputError
 from mmspatial.fileio import atomic_torch_save
 from mmspatial.fileio.safetensors_checkpoint import is_safetensors, save_safetensors
-from mmspatial.utils import run_tool
+from mmspatial.utils import run_tool, tool_parser
 from mmspatial.models import SpatialMamba
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, detect_arch,
                                          extract_backbone_state_dict,
@@ -97,7 +96,7 @@ def convert(src, to, arch=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = tool_parser(
         description='Convert a released Spatial-Mamba checkpoint')
     parser.add_argument('src', help='released checkpoint (classifier, '
                         'mmdet/mmseg or plain backbone)')

@@ -40,7 +40,6 @@ The README's demo section has the measured times and metrics. A busier
 machine makes the budget stop the training earlier (``stopped_early`` in the
 summary), with lower scores.
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -58,6 +57,7 @@ from mmspatial.datasets.synthetic import (generate_synthetic_coco,
                                           generate_synthetic_seg)
 from mmspatial.engine import AtomicCheckpointHook
 from mmspatial.fileio.atomic import atomic_write, atomic_write_text
+from mmspatial.utils import run_tool, tool_parser
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -345,12 +345,17 @@ def write_summary(results, work_dir):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = tool_parser(
         description='Train and evaluate Spatial-Mamba-T on synthetic shapes '
         'on a CPU (see the module docstring).')
     parser.add_argument('--task', choices=('detection', 'segmentation', 'all'),
-                        default='detection')
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+                        default='detection',
+                        help='which demo: Mask R-CNN (box/mask mAP), UperNet '
+                        '(mIoU), or both (default: detection)')
+    parser.add_argument('--work-dir', default='work_dirs/demo',
+                        help='each task writes its checkpoint, last_checkpoint, '
+                        'logs and drawings under <work-dir>/<task>/, and the '
+                        'summaries here (default: work_dirs/demo)')
     parser.add_argument('--data-root', default='data/synthetic',
                         help='generated here (COCO under coco/, mmseg under '
                         'seg/) unless already there')
@@ -384,4 +389,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, __file__)
