@@ -27,10 +27,15 @@ def test_backbone_builds_from_registry(module, type_name):
 @pytest.mark.parametrize('prefix', ['', 'mmspatial.'])
 def test_hooks_build_from_registry(module, name, kwargs, prefix):
     """The shipped configs name the hooks plainly under mmdet's, mmseg's and
-    mmpretrain's default scopes."""
+    mmpretrain's default scopes: from each library's registry, and from
+    mmengine's under that library's default scope (the Runner's way)."""
+    from mmengine.registry import HOOKS as ROOT_HOOKS
+    from mmengine.registry import DefaultScope
     registry = __import__(module, fromlist=['HOOKS']).HOOKS
-    hook = registry.build(dict(type=prefix + name, **kwargs))
-    assert type(hook) is getattr(mmspatial.engine, name)
+    cfg = dict(type=prefix + name, **kwargs)
+    assert type(registry.build(cfg)) is getattr(mmspatial.engine, name)
+    with DefaultScope.overwrite_default_scope(module.split('.')[0]):
+        assert type(ROOT_HOOKS.build(cfg)) is getattr(mmspatial.engine, name)
 
 
 @pytest.mark.parametrize('name', ['StructureAwareSSM', 'StateFusion', 'SpatialMambaBlock'])
