@@ -25,9 +25,7 @@ default_hooks = dict(checkpoint=_base_.crash_safe_checkpoint)
 
 model = dict(
     type='ImageClassifier',
-    backbone=dict(
-        type='SpatialMamba', arch='tiny', out_indices=(3, ),
-        drop_path_rate=0.2),
+    backbone=dict(type='SpatialMamba', arch='tiny', out_indices=(3, )),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -6,7 +6,6 @@ pretrained = 'checkpoints/spatialmamba_b_in1k.pth'
 model = dict(
     backbone=dict(
         arch='base',
-        drop_path_rate=0.5,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))

@@ -5,5 +5,4 @@ pretrained = 'checkpoints/spatialmamba_s_in1k.pth'
 model = dict(
     backbone=dict(
         arch='small',
-        drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

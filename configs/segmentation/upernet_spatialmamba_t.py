@@ -24,14 +24,14 @@ default_hooks = dict(checkpoint=_base_.crash_safe_checkpoint)
 # model.backbone.init_cfg=None to train from scratch on purpose); evaluate a
 # released UperNet checkpoint with tools/test.py CONFIG CHECKPOINT.
 pretrained = 'checkpoints/spatialmamba_t_in1k.pth'
+# The backbone's own defaults are the paper's: all four stages out, stochastic
+# depth from its arch (0.2 for T, 0.3 for S, 0.5 for B), no activation
+# checkpointing.
 model = dict(
     backbone=dict(
         _delete_=True,
         type='SpatialMamba',
         arch='tiny',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.2,
-        with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))

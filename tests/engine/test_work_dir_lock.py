@@ -1,6 +1,6 @@
 """One training per work dir: the lock file rank 0 holds for the run (the
 second tools/train.py refused: tests/tools/test_interrupted_save.py; two ranks
-sharing one work dir: tests/test_distributed.py)."""
+sharing one work dir: tests/utils/test_distributed.py)."""
 import json
 import logging
 import os

@@ -100,10 +100,38 @@ def shipped_configs(root=REPO_ROOT):
     return sorted(osp.relpath(path, root) for path in paths)
 
 
+# The SpatialMamba arguments whose defaults the configs rely on instead of
+# restating them: the records hold them as the backbone takes them, so a
+# default a config leaves out is still guarded.
+BACKBONE_DEFAULTS = ('out_indices', 'drop_path_rate', 'with_cp')
+
+
+def backbone_arguments(backbone):
+    """A ``SpatialMamba`` config dict with BACKBONE_DEFAULTS filled in as the
+    backbone takes them: the signature's defaults, ``drop_path_rate`` from the
+    arch's settings."""
+    import inspect
+
+    from mmspatial.models import SpatialMamba
+    parameters = inspect.signature(SpatialMamba.__init__).parameters
+    filled = {name: parameters[name].default for name in BACKBONE_DEFAULTS}
+    filled.update(backbone)
+    arch = filled.get('arch', parameters['arch'].default)
+    if filled['drop_path_rate'] is None and isinstance(arch, str):
+        name = SpatialMamba.arch_aliases.get(arch.lower(), arch.lower())
+        filled['drop_path_rate'] = SpatialMamba.arch_settings[name]['drop_path_rate']
+    return filled
+
+
 def resolved_config(path):
-    """The config as mmengine resolves it (bases merged), in JSON's types."""
+    """The config as mmengine resolves it (bases merged), with the backbone's
+    defaulted arguments filled in (``backbone_arguments``), in JSON's types."""
     from mmengine.config import Config
-    return json.loads(json.dumps(Config.fromfile(path).to_dict(), sort_keys=True))
+    resolved = Config.fromfile(path).to_dict()
+    backbone = resolved.get('model', {}).get('backbone', {})
+    if backbone.get('type') == 'SpatialMamba':
+        resolved['model']['backbone'] = backbone_arguments(backbone)
+    return json.loads(json.dumps(resolved, sort_keys=True))
 
 
 def write_resolved_configs(root=REPO_ROOT):

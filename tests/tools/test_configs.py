@@ -23,8 +23,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmspatial  # noqa: E402,F401
 
-from .helpers import (RESOLVED_CONFIGS, REPO_ROOT, SIZE, dump, resolved_config,  # noqa: E402
-                      shipped_configs, shrink, use_data)
+from .helpers import (RESOLVED_CONFIGS, REPO_ROOT, SIZE, backbone_arguments, dump,  # noqa: E402
+                      resolved_config, shipped_configs, shrink, use_data)
 
 CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '[!_]*', '*.py')))
 
@@ -100,9 +100,9 @@ def test_recipe(path):
     cfg = Config.fromfile(path)
     name = name_of(path)
     arch, drop_path_rate, _ = EXPECTED[name]
-    backbone = cfg.model.backbone
-    assert backbone.type == 'SpatialMamba'
-    assert (backbone.arch, backbone.drop_path_rate) == (arch, drop_path_rate)
+    backbone = backbone_arguments(cfg.model.backbone)
+    assert backbone['type'] == 'SpatialMamba'
+    assert (backbone['arch'], backbone['drop_path_rate']) == (arch, drop_path_rate)
     assert cfg.custom_imports == dict(imports=['mmspatial'], allow_failed_imports=False)
     optimizer = cfg.optim_wrapper.optimizer
     if name.startswith('maskrcnn'):
@@ -137,7 +137,7 @@ def test_recipe(path):
         assert cfg.tta_model.type == 'SegTTAModel' and cfg.tta_pipeline
         assert set(cfg.optim_wrapper.paramwise_cfg.custom_keys) == SWIN_KEYS
     else:
-        assert backbone.out_indices == (3, )
+        assert tuple(backbone['out_indices']) == (3, )
         assert (cfg.model.neck.type, cfg.model.head.type) == \
             ('GlobalAveragePooling', 'LinearClsHead')
         assert cfg.test_dataloader.dataset.pipeline[-2].crop_size == 224

@@ -6,14 +6,13 @@
 # lr, warm-up, decay) and the batch size change, plus init_cfg=None (no
 # ImageNet checkpoint offline), num_classes for the 4 shapes and the RoI
 # budgets per image (below). What it reaches: the README's demo table.
-_base_ = ['../maskrcnn_spatialmamba_t.py']
+_base_ = ['../maskrcnn_spatialmamba_t.py',
+          '../../_base_/datasets/synthetic_coco.py']
 
-data_root = 'data/synthetic/coco/'
-classes = ('circle', 'triangle', 'square', 'star')
-metainfo = dict(
-    classes=classes,
-    palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75), (255, 200, 0)])
-image_size = (256, 256)
+data_root = _base_.synthetic_coco.data_root
+classes = _base_.synthetic_coco.classes
+metainfo = _base_.synthetic_coco.metainfo
+image_size = _base_.synthetic_coco.image_size
 max_iters = 200
 warmup_iters = 20
 batch_size = 2
@@ -33,51 +32,13 @@ model = dict(
     train_cfg=dict(rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(max_per_img=300), rcnn=dict(max_per_img=20)))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor')),
-]
-# Loading is cheap next to a CPU training step: no worker processes.
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=None)
-test_evaluator = val_evaluator
+train_pipeline = _base_.synthetic_coco.train_pipeline
+test_pipeline = _base_.synthetic_coco.test_pipeline
+train_dataloader = dict(_base_.synthetic_coco.train_dataloader, batch_size=batch_size)
+val_dataloader = _base_.synthetic_coco.val_dataloader
+test_dataloader = _base_.synthetic_coco.test_dataloader
+val_evaluator = _base_.synthetic_coco.val_evaluator
+test_evaluator = _base_.synthetic_coco.test_evaluator
 
 train_cfg = dict(
     _delete_=True,

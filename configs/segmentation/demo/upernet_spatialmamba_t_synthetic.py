@@ -6,15 +6,14 @@
 # (iterations, lr, warm-up) and the batch size change, plus BN instead of
 # SyncBN (one CPU process), init_cfg=None (no ImageNet checkpoint offline) and
 # num_classes. What it reaches: the README's demo table.
-_base_ = ['../upernet_spatialmamba_t.py']
+_base_ = ['../upernet_spatialmamba_t.py',
+          '../../_base_/datasets/synthetic_seg.py']
 
-data_root = 'data/synthetic/seg/'
-classes = ('background', 'circle', 'triangle', 'square', 'star')
-metainfo = dict(
-    classes=classes,
-    palette=[(0, 0, 0), (220, 20, 60), (0, 130, 200), (60, 180, 75),
-             (255, 200, 0)])
-image_size = (128, 128)  # UperNet's 512-channel heads dominate a CPU step
+data_root = _base_.synthetic_seg.data_root
+classes = _base_.synthetic_seg.classes
+metainfo = _base_.synthetic_seg.metainfo
+# 128x128: UperNet's 512-channel heads dominate a CPU step
+image_size = _base_.synthetic_seg.image_size
 max_iters = 300
 warmup_iters = 30
 batch_size = 2
@@ -27,52 +26,13 @@ model = dict(
     decode_head=dict(num_classes=len(classes), norm_cfg=norm_cfg),
     auxiliary_head=dict(num_classes=len(classes), norm_cfg=norm_cfg))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
-    dict(type='PackSegInputs'),
-]
-# Loading is cheap next to a CPU training step: no worker processes.
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        type='BaseSegDataset',
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        img_suffix='.jpg',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        type='BaseSegDataset',
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        img_suffix='.jpg',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
+train_pipeline = _base_.synthetic_seg.train_pipeline
+test_pipeline = _base_.synthetic_seg.test_pipeline
+train_dataloader = dict(_base_.synthetic_seg.train_dataloader, batch_size=batch_size)
+val_dataloader = _base_.synthetic_seg.val_dataloader
+test_dataloader = _base_.synthetic_seg.test_dataloader
+val_evaluator = _base_.synthetic_seg.val_evaluator
+test_evaluator = _base_.synthetic_seg.test_evaluator
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=lr))

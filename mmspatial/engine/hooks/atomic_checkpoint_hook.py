@@ -21,10 +21,10 @@ import os.path as osp
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend, register_backend
 from mmengine.hooks import CheckpointHook
-from mmengine.registry import HOOKS
 from mmengine.utils import mkdir_or_exist
 
 from ...fileio.atomic import atomic_write, atomic_write_text, temporary_files
+from ...registry import HOOKS, ROOT_HOOKS
 
 ATOMIC_BACKEND = 'atomic_local'
 LAST_CHECKPOINT = 'last_checkpoint'  # the file mmengine's resume reads
@@ -64,6 +64,7 @@ class _DeferredRemoval:
         return getattr(self.backend, name)
 
 
+@ROOT_HOOKS.register_module()
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` (same arguments, same schedule, ``save_best`` and

@@ -16,8 +16,9 @@ import torch
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
+
+from ...registry import HOOKS, ROOT_HOOKS
 
 META_KEY = 'random_states'
 
@@ -77,6 +78,7 @@ class _RestoreAfterReplay:
         return next(self.iterator)
 
 
+@ROOT_HOOKS.register_module()
 @HOOKS.register_module()
 class RandomStateHook(Hook):
     """Save the random generators' states with every checkpoint and restore

@@ -22,6 +22,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...errors import InputError
+from ...registry import MODELS, ROOT_MODELS
 from ..checkpoint import load_backbone_checkpoint
 from ..layers import StructureAwareSSM
 from ..layers.inplace import add_into, gelu_into
@@ -125,6 +126,7 @@ class Mlp(nn.Module):
         return self.fc2(gelu_into(self.fc1(x)))
 
 
+@MODELS.register_module()
 class SpatialMambaBlock(nn.Module):
     """Conditional position encodings around a structure-aware SSM and an MLP.
 
@@ -191,6 +193,8 @@ class SpatialMambaStage(nn.Module):
         return x, next_input
 
 
+@ROOT_MODELS.register_module()
+@MODELS.register_module()
 class SpatialMamba(BaseModule):
     """Spatial-Mamba backbone.
 

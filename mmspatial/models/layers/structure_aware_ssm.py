@@ -11,10 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmspatial.ops import state_fusion, structure_aware_ssm
+from mmspatial.registry import MODELS
 
 from .inplace import mul_into, silu_into
 
 
+@MODELS.register_module()
 class StateFusion(nn.Module):
     """Structure-aware state fusion: one 3x3 depthwise kernel per dilation
     (1, 3, 5) and a weight per dilation, with replicate borders (SPEC section 1).
@@ -45,6 +47,7 @@ class StateFusion(nn.Module):
         return state_fusion(x, self.stacked_kernels(), self.alpha)
 
 
+@MODELS.register_module()
 class StructureAwareSSM(nn.Module):
     """Structure-aware SSM on channels-last features.
 

@@ -1,12 +1,13 @@
-"""``import mmspatial`` makes the backbone buildable from every OpenMMLab registry,
-and its building blocks from every registry in the ``mmspatial`` scope."""
+"""mmspatial/registry.py: ``import mmspatial`` makes the backbone and the hooks
+buildable from every OpenMMLab registry, and the building blocks from every
+registry in the ``mmspatial`` scope only."""
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import mmspatial  # noqa: F401
+import mmspatial
 from mmspatial.models import SpatialMamba, SpatialMambaBlock, StateFusion, StructureAwareSSM
 
 REGISTRIES = ['mmengine.registry', 'mmdet.registry', 'mmseg.registry', 'mmpretrain.registry']
@@ -18,6 +19,33 @@ def test_backbone_builds_from_registry(module, type_name):
     registry = __import__(module, fromlist=['MODELS']).MODELS
     model = registry.build(dict(type=type_name, arch=dict(dims=8, depths=[1, 1, 1, 1])))
     assert isinstance(model, SpatialMamba)
+
+
+@pytest.mark.parametrize('module', REGISTRIES)
+@pytest.mark.parametrize('name,kwargs', [('AtomicCheckpointHook', dict(interval=2)),
+                                         ('RandomStateHook', {})])
+@pytest.mark.parametrize('prefix', ['', 'mmspatial.'])
+def test_hooks_build_from_registry(module, name, kwargs, prefix):
+    """The shipped configs name the hooks plainly under mmdet's, mmseg's and
+    mmpretrain's default scopes: from each library's registry, and from
+    mmengine's under that library's default scope (the Runner's way)."""
+    from mmengine.registry import HOOKS as ROOT_HOOKS
+    from mmengine.registry import DefaultScope
+    registry = __import__(module, fromlist=['HOOKS']).HOOKS
+    cfg = dict(type=prefix + name, **kwargs)
+    assert type(registry.build(cfg)) is getattr(mmspatial.engine, name)
+    with DefaultScope.overwrite_default_scope(module.split('.')[0]):
+        assert type(ROOT_HOOKS.build(cfg)) is getattr(mmspatial.engine, name)
+
+
+@pytest.mark.parametrize('name', ['StructureAwareSSM', 'StateFusion', 'SpatialMambaBlock'])
+def test_building_blocks_stay_out_of_the_root_registry(name):
+    """Their general names are for the ``mmspatial`` scope alone."""
+    from mmengine.registry import MODELS as ROOT_MODELS
+
+    from mmspatial.registry import MODELS
+    assert name not in ROOT_MODELS.module_dict
+    assert MODELS.get(name) is getattr(mmspatial.models, name)
 
 
 def test_import_needs_no_task_library():

@@ -9,8 +9,6 @@ the module to a minute or two on a 2-core CPU.
 """
 import json
 import os.path as osp
-import runpy
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +17,8 @@ pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import REPO_ROOT  # noqa: E402
+
 DET_CONFIG = osp.join(
     REPO_ROOT, 'configs/detection/demo/maskrcnn_spatialmamba_t_synthetic.py')
 SEG_CONFIG = osp.join(
@@ -28,10 +27,9 @@ ITERS = 2
 
 
 @pytest.fixture(scope='module')
-def demo():
-    """``tools/demo.py`` as a namespace (run without its ``__main__`` block), as
-    ``tests/tools/conftest.py`` loads the other scripts."""
-    return SimpleNamespace(**runpy.run_path(osp.join(REPO_ROOT, 'tools', 'demo.py')))
+def demo(tools):
+    """``tools/demo.py`` as a namespace (run without its ``__main__`` block)."""
+    return tools('demo')
 
 
 @pytest.fixture(scope='module')

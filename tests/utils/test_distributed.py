@@ -16,7 +16,7 @@ import torch
 
 from mmspatial.datasets import generate_synthetic_coco
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(REPO_ROOT,
                       'configs/detection/demo/maskrcnn_spatialmamba_t_synthetic.py')
 
