@@ -379,3 +379,39 @@ def test_convert_released_classifier(tools, tmp_path, official_keys):
         convert.main([str(src), str(tmp_path / 'x.pth'), '--to', 'backbone', '--arch', 's'])
     with pytest.raises(InputError, match='needs an ImageNet classifier'):
         convert.main([str(tmp_path / 'bb.pth'), str(tmp_path / 'x.pth'), '--to', 'mmpretrain'])
+
+
+def test_errors_of_the_users_data_inside_the_runner_are_one_line(tools, data, tmp_path,
+                                                                 monkeypatch):
+    """A config entry the model does not take, and a missing annotation file
+    found only by the dataset inside the Runner: one line each, naming it."""
+    from mmspatial.utils import run_tool
+    train = tools('train')
+    cfg = small_train_images(small_images(shrink(use_data(Config.fromfile(CLS_T), data))))
+    cfg.train_cfg = dict(by_epoch=False, max_iters=1, val_interval=100)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    config = dump(cfg, tmp_path / 'cls.py')
+    work_dir = ['--work-dir', str(tmp_path / 'work')]
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(lambda: train.main([config, '--cfg-options', 'model.backbone.dpr=0.1']
+                                    + work_dir), 'train.py', [])
+    assert str(exit_.value.code) == (
+        "train.py: error: SpatialMamba takes no argument 'dpr': a config entry or "
+        "--cfg-options key it does not know (a typo?) (--debug shows the traceback)")
+    # the file exists when the tool checks it, and is gone when the dataset reads it
+    ann_file = tmp_path / 'train.txt'
+    ann_file.write_text((data / 'imagenet' / 'meta' / 'train.txt').read_text())
+    original = train.check_inputs
+
+    def check_then_remove(*args, **kwargs):
+        original(*args, **kwargs)
+        ann_file.unlink()
+
+    monkeypatch.setitem(train.main.__globals__, 'check_inputs', check_then_remove)
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(lambda: train.main([config, '--cfg-options',
+                                     f'train_dataloader.dataset.ann_file={ann_file}']
+                                    + work_dir), 'train.py', [])
+    message = str(exit_.value.code)
+    assert message.startswith('train.py: error: ') and str(ann_file) in message
+    assert '\n' not in message
