@@ -6,6 +6,11 @@ basic graph optimisations; PyTorch eager's latency on the same input, timed in
 alternation with onnxruntime's so that a drifting machine load hits all alike
 (``ops.benchmarking.time_side_by_side``). ``tools/deployment/export_onnx.py
 --benchmark`` prints the table.
+
+On a shared machine set ``OMP_WAIT_POLICY=PASSIVE`` for the process: PyTorch's
+OpenMP threads otherwise spin at every barrier, and with the cores taken by
+other jobs a 2-thread eager forward ran 5-20x slower than with passive
+waiting (onnxruntime's threads are told to sleep, see ``onnx_session``).
 """
 import os
 import os.path as osp

@@ -107,12 +107,18 @@ def check_shapes(shape, divisor=1):
 def onnx_session(onnx_file, threads=None, optimization='all'):
     """An onnxruntime CPU session of ``onnx_file`` (``threads``: intra-op
     threads, None for onnxruntime's default; ``optimization``: ``'all'`` or
-    ``'basic'`` graph optimisations)."""
+    ``'basic'`` graph optimisations).
+
+    With ``threads`` given (for timing side by side with other work) its
+    threads sleep between runs: onnxruntime's default spin-wait after each run
+    takes the cores from whatever runs next.
+    """
     ort = _require('onnxruntime')
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     options.graph_optimization_level = {
         'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]

@@ -24,7 +24,8 @@ non-square one.
 ``--benchmark`` writes a fixed and a dynamic file at the size of ``--shape``
 (or ``--trace-shape``) into a temporary folder and prints, for both, the
 export time, file size, node count, onnxruntime session creation time and
-CPU latency beside PyTorch's (``mmspatial.deploy.benchmark``).
+CPU latency beside PyTorch's (``mmspatial.deploy.benchmark``; on a shared
+machine run it with ``OMP_WAIT_POLICY=PASSIVE``).
 
 Without CHECKPOINT the freshly initialised model is exported (for trying the
 tool; the backbone's pretrained ``init_cfg`` is not read).
