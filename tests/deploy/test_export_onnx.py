@@ -125,7 +125,8 @@ def assert_metadata(path, scope, cfg, checkpoint, divisor):
     model = onnx.load(path)
     metadata = {p.key: p.value for p in model.metadata_props}
     assert metadata['task'] == scope
-    assert metadata['mean'] == str(list(cfg.model.data_preprocessor.mean))
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.data_preprocessor
+    assert metadata['mean'] == str(list(preprocessor.mean))
     assert metadata['checkpoint'] == osp.basename(checkpoint)
     assert metadata['pad_size_divisor'] == str(divisor)
     assert metadata['input_shape'] == 'batch,3,height,width'
