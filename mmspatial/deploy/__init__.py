@@ -4,8 +4,8 @@
 tensor; ``export_onnx`` writes it and ``compare_with_onnxruntime`` runs the file
 against PyTorch. ``tools/deployment/export_onnx.py`` is the command line.
 """
-from .exportable import build_exportable, load_export_config
-from .onnx_export import compare_with_onnxruntime, export_onnx
+from .exportable import build_exportable, load_export_config, pad_size_divisor
+from .onnx_export import check_shapes, compare_with_onnxruntime, export_onnx
 
-__all__ = ['build_exportable', 'load_export_config', 'export_onnx',
-           'compare_with_onnxruntime']
+__all__ = ['build_exportable', 'load_export_config', 'pad_size_divisor', 'export_onnx',
+           'check_shapes', 'compare_with_onnxruntime']

@@ -60,14 +60,18 @@ class DetectorFeatures(_ExportedPart):
 
 
 class AveragingAdaptivePool2d(nn.Module):
-    """``nn.AdaptiveAvgPool2d`` as two products with averaging matrices.
+    """``nn.AdaptiveAvgPool2d`` as two products with window matrices, for any
+    input size.
 
-    ONNX's exporter refuses adaptive pooling whose input size is not a multiple
-    of the output size (UperNet's pyramid pools to 1, 2, 3 and 6 cells: a
-    512x512 image gives 16x16 features). PyTorch averages over the windows
-    ``[floor(i * n / m), ceil((i + 1) * n / m))`` of each axis, a separable
-    mean: ``y = P_h @ x @ P_w^T`` with those windows' weights in P, exact for
-    any size. The matrices follow the traced input size (fixed in the graph).
+    ONNX's exporter writes adaptive pooling as a fixed-size pooling, or refuses
+    it when the input size is not a multiple of the output size (UperNet's
+    pyramid pools to 1, 2, 3 and 6 cells). PyTorch averages, along each axis of
+    n positions pooled to m cells, over the windows ``[floor(i * n / m),
+    ceil((i + 1) * n / m))``: a separable sum ``P_h @ x @ P_w^T`` with 0/1
+    window matrices P, divided by the windows' areas. P is built in the graph
+    from the input's shape (positions from a cumulative sum over a row of ones;
+    the window bounds in floating point are exact integers), so one exported
+    file pools exactly at any size.
     """
 
     def __init__(self, output_size):
@@ -75,23 +79,29 @@ class AveragingAdaptivePool2d(nn.Module):
         self.output_size = output_size
 
     @staticmethod
-    def _averaging(size, cells, like):
-        """(cells, size) matrix: row i averages the input window of cell i (made
-        from Python numbers, so that the trace holds it as a constant)."""
-        rows = []
-        for i in range(cells):
-            start, stop = i * size // cells, -(-(i + 1) * size // cells)
-            rows.append([1.0 / (stop - start) if start <= j < stop else 0.0
-                         for j in range(size)])
-        return torch.tensor(rows, dtype=like.dtype, device=like.device)
+    def _windows(positions, cells):
+        """(cells, n) 0/1 window matrix and (cells,) window sizes for an axis of
+        n ``positions`` (0, 1, ..., n - 1, as floats)."""
+        size = positions[-1:] + 1                                           # (1,) = n
+        index = torch.arange(cells, dtype=positions.dtype, device=positions.device)
+        start = torch.floor(index * size / cells)
+        stop = torch.ceil((index + 1) * size / cells)
+        inside = (positions >= start[:, None]) & (positions < stop[:, None])
+        return inside.to(positions.dtype), stop - start
 
     def forward(self, x):
-        height, width = (int(size) for size in x.shape[-2:])
         out = self.output_size
         out_h, out_w = (out, out) if isinstance(out, int) else out
-        rows = self._averaging(height, out_h or height, x)
-        cols = self._averaging(width, out_w or width, x)
-        return torch.matmul(torch.matmul(rows, x), cols.t())
+        area = 1
+        if out_h is not None:  # None keeps the axis as it is
+            rows, heights = self._windows(torch.ones_like(x[0, 0, :, 0]).cumsum(0) - 1,
+                                          out_h)
+            x, area = torch.matmul(rows, x), heights[:, None]
+        if out_w is not None:
+            cols, widths = self._windows(torch.ones_like(x[0, 0, 0, :]).cumsum(0) - 1,
+                                         out_w)
+            x, area = torch.matmul(x, cols.t()), area * widths
+        return x / area
 
 
 def make_pooling_exportable(model):
@@ -116,6 +126,16 @@ def load_export_config(path, cfg_options=None):
     """The config at ``path``; an ``InputError`` unless it has a model of a
     task that can be exported (``default_scope`` mmpretrain, mmseg or mmdet)."""
     return load_config(path, cfg_options, require_model=True)
+
+
+def pad_size_divisor(cfg):
+    """What the input's height and width must be a multiple of: the data
+    preprocessor's ``pad_size_divisor`` (mmdet, mmpretrain) or its test-time
+    ``size_divisor`` (mmseg); 1 when it pads to no multiple."""
+    preprocessor = (cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
+                    or {})
+    test_cfg = preprocessor.get('test_cfg') or {}
+    return int(preprocessor.get('pad_size_divisor') or test_cfg.get('size_divisor') or 1)
 
 
 def load_exported_weights(model, path, config_path=None):

@@ -13,7 +13,7 @@ from ..ops.conftest import assert_close
 from ..ops.test_structure_aware_ssm import make_ssm_inputs
 
 # (batch, D, H, W, N): one pixel, H = 1, W = 1, odd sizes, N = 2; H*W a square
-# (no padding) or not (the last chunk padded)
+# (no padding) or not (the last chunk padded); batch 1 and 2
 SHAPES = [(1, 1, 1, 1, 1), (1, 4, 1, 9, 1), (2, 2, 17, 1, 2), (2, 3, 5, 7, 1),
           (1, 3, 23, 19, 1), (1, 2, 9, 31, 2), (1, 2, 16, 16, 1)]
 
@@ -100,17 +100,28 @@ class _SSM(torch.nn.Module):
 
 def test_dispatcher_exports_to_onnx(generator):
     """While torch.onnx.export traces, the dispatcher runs the export form; the
-    graph onnxruntime runs equals the reference."""
+    graph onnxruntime runs equals the reference at sizes other than the traced
+    one (batch, H, W named dimensions), and holds the scan as two Loops."""
+    onnx = pytest.importorskip('onnx')
     ort = pytest.importorskip('onnxruntime')
     u, delta, A, B, C, Dskip, kernels, alpha, bias = make_ssm_inputs(
         1, 3, 9, 20, 2, generator)
     model = _SSM(dict(A=A, Dskip=Dskip, kernels=kernels, alpha=alpha, delta_bias=bias))
     buffer = io.BytesIO()
+    names = ['u', 'delta', 'B', 'C']
     torch.onnx.export(model, (u, delta, B, C), buffer, dynamo=False, opset_version=17,
-                      input_names=['u', 'delta', 'B', 'C'])
+                      input_names=names,
+                      dynamic_axes={name: {0: 'batch', 2: 'height', 3: 'width'}
+                                    for name in names})
+    graph = onnx.load_from_string(buffer.getvalue()).graph
+    assert [node.op_type for node in graph.node].count('Loop') == 2
     session = ort.InferenceSession(buffer.getvalue(),
                                    providers=['CPUExecutionProvider'])
-    feeds = dict(u=u.numpy(), delta=delta.numpy(), B=B.numpy(), C=C.numpy())
-    out = torch.from_numpy(session.run(None, feeds)[0])
-    assert_close(out, structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
-                                              bias))
+    # the traced size; one pixel; a column; a row; non-square, not a multiple of 32
+    for batch, height, width in [(1, 9, 20), (1, 1, 1), (2, 17, 1), (1, 1, 37),
+                                 (2, 33, 40)]:
+        u, delta, _, B, C, *_ = make_ssm_inputs(batch, 3, height, width, 2, generator)
+        feeds = dict(u=u.numpy(), delta=delta.numpy(), B=B.numpy(), C=C.numpy())
+        out = torch.from_numpy(session.run(None, feeds)[0])
+        assert_close(out, structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels,
+                                                  alpha, bias))
