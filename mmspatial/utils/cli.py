@@ -109,6 +109,8 @@ def user_error_message(error):
     """One line for an error caused by the user's input, or None for a bug."""
     if isinstance(error, InputError):
         return str(error)
+    if isinstance(error, ModuleNotFoundError):  # an optional dependency
+        return f'{error} (the pinned versions are in requirements/*.txt)'
     if isinstance(error, OSError) and error.filename is not None:
         # missing annotation file, unwritable work dir, a folder for a file ...
         reason = error.strerror or type(error).__name__

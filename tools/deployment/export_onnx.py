@@ -34,7 +34,6 @@ partial loading is allowed on purpose (``MMSPATIAL_ALLOW_PARTIAL_LOAD=1``).
 Without CHECKPOINT the freshly initialised model is exported (for trying the
 tool; the backbone's pretrained ``init_cfg`` is not read).
 """
-import argparse
 import os.path as osp
 import sys
 
@@ -44,13 +43,15 @@ from mmengine.config import DictAction
 from mmspatial.deploy import (build_exportable, check_shapes, compare_with_onnxruntime,
                               export_onnx, load_export_config, pad_size_divisor)
 from mmspatial.deploy.onnx_export import onnx_session
+from mmspatial.errors import InputError
+from mmspatial.utils import run_tool, tool_parser
 
 MIN_SIZE = 32  # total stride of the backbone's four stages
 TRACE_SHAPE = (224, 224)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export a model to ONNX')
+    parser = tool_parser(description='Export a model to ONNX')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint file (optional)')
     shapes = parser.add_mutually_exclusive_group()
@@ -113,10 +114,12 @@ def main(argv=None):
     args = parse_args(argv)
     shape = tuple(args.shape or args.trace_shape)
     if min(shape) < MIN_SIZE or args.batch_size < 1:
-        raise ValueError(f'shape {shape[0]} {shape[1]}, --batch-size {args.batch_size}: '
+        raise InputError(f'shape {shape[0]} {shape[1]}, --batch-size {args.batch_size}: '
                          f'the input needs at least {MIN_SIZE}x{MIN_SIZE} pixels '
                          '(total stride 32) and one image')
     cfg = load_export_config(args.config, args.cfg_options)
+    progress('building the model' + (f' and reading {args.checkpoint}' if args.checkpoint
+                                      else ''))
     module = build_exportable(cfg, args.checkpoint)
     divisor = pad_size_divisor(cfg)
     if args.benchmark:
@@ -131,6 +134,8 @@ def main(argv=None):
                     **preprocessor_metadata(cfg), pad_size_divisor=divisor,
                     input_shape=('batch,3,height,width' if dynamic else
                                  f'{args.batch_size},3,{shape[0]},{shape[1]}'))
+    progress(f'exporting, traced at {shape[0]}x{shape[1]}'
+             + (' (the file takes any size)' if dynamic else ''))
     names = export_onnx(module, shape, args.out, args.batch_size, args.opset, metadata,
                         dynamic=dynamic)
     size = ('any batch, any H, W >= 32' + (f' (multiples of {divisor})' if divisor > 1
@@ -140,11 +145,15 @@ def main(argv=None):
     if args.no_check:
         return None
     shapes = check_shapes(shape, divisor) if dynamic else [shape]
+    progress('checking the file with onnxruntime at '
+             + ', '.join(f'{h}x{w}' for h, w in shapes))
     return check_file(module, args.out, shapes, args.batch_size, args.tolerance)
 
 
+def progress(phase):
+    """The phase the export is in, on stderr (exports take minutes)."""
+    print(f'[export_onnx] {phase} ...', file=sys.stderr, flush=True)
+
+
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        sys.exit(f'{osp.basename(__file__)}: error: {error}')
+    run_tool(main, __file__)
