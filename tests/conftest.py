@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,25 @@ def official_keys():
     """Key names/shapes and parameter counts of the reference implementation
     (a copy of the project's shared SPEC data, kept in the repository)."""
     return json.loads((DATA / 'official_state_dict_keys.json').read_text())
+
+
+@pytest.fixture
+def logged():
+    """The records mmengine's current logger receives during the test (its
+    messages do not reach pytest's caplog: MMLogger is outside logging's tree)."""
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def warnings_in(records):
+    """The messages of the WARNING (and worse) records among ``records``."""
+    return [r.getMessage() for r in records if r.levelno >= logging.WARNING]
 
 
 @pytest.fixture(params=['truncated', 'garbage'])

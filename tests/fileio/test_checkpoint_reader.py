@@ -2,7 +2,6 @@
 the files the project meets load without a warning, a corrupted zip
 checkpoint is refused before use, and ``.safetensors`` files round-trip."""
 import importlib.util
-import logging
 import os
 import pickle
 import re
@@ -11,7 +10,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from mmengine.logging import HistoryBuffer, MMLogger
+from mmengine.logging import HistoryBuffer
 
 from mmspatial.errors import InputError
 from mmspatial.fileio import checkpoint_globals
@@ -20,6 +19,7 @@ from mmspatial.fileio.checkpoint_reader import (TRUST_ENV, checkpoint_trusted,
 from mmspatial.fileio.safetensors_checkpoint import save_safetensors
 from mmspatial.models.checkpoint import check_resumable, load_checkpoint_file
 
+from ..conftest import warnings_in
 from .checkpoint_files import (ExecOnLoad, TouchOnLoad, hostile,
                                save_released_classifier, save_runner_checkpoint)
 
@@ -29,22 +29,6 @@ WEIGHTS = {'layers.0.weight': torch.arange(6.).reshape(2, 3)}
 @pytest.fixture(autouse=True)
 def untrusted(monkeypatch):
     monkeypatch.delenv(TRUST_ENV, raising=False)
-
-
-@pytest.fixture
-def logged():
-    """The records mmengine's current logger receives during the test."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
-def warnings_in(records):
-    return [r.getMessage() for r in records if r.levelno >= logging.WARNING]
 
 
 # ----------------------------------------------------------------- refused

@@ -1,6 +1,5 @@
 """``init_cfg=dict(type='Pretrained', ...)`` with every released form, and the
 errors for files that are missing, of another arch, or that would run code."""
-import logging
 import re
 
 import pytest
@@ -11,10 +10,12 @@ from mmspatial.models import checkpoint as checkpoint_module
 from mmspatial.models.backbones import spatial_mamba as backbone_module
 from mmspatial.errors import InputError
 from mmspatial.fileio.checkpoint_reader import TRUST_ENV
+
 from mmspatial.fileio.safetensors_checkpoint import save_safetensors
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, extract_backbone_state_dict,
                                          local_checkpoint_policy, stage_depths)
 
+from ..conftest import warnings_in
 from ..fileio.checkpoint_files import hostile, save_released_classifier
 from .test_spatial_mamba import randomize_
 
@@ -133,23 +134,6 @@ def test_extract_strips_ddp_prefix(source):
     backbone, _, dropped = extract_backbone_state_dict(state)
     assert set(backbone) == set(source.state_dict()) and not dropped
     assert stage_depths(backbone) == [1, 2, 1, 1]
-
-
-@pytest.fixture
-def logged():
-    """The records mmengine's current logger receives during the test."""
-    from mmengine.logging import MMLogger
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
-def warnings_in(records):
-    return [r.getMessage() for r in records if r.levelno >= logging.WARNING]
 
 
 def pretrained(path):
