@@ -10,7 +10,6 @@ from mmspatial.models import checkpoint as checkpoint_module
 from mmspatial.models.backbones import spatial_mamba as backbone_module
 from mmspatial.errors import InputError
 from mmspatial.fileio.checkpoint_reader import TRUST_ENV
-
 from mmspatial.fileio.safetensors_checkpoint import save_safetensors
 from mmspatial.models.checkpoint import (checkpoint_filter_fn, extract_backbone_state_dict,
                                          local_checkpoint_policy, stage_depths)
