@@ -57,9 +57,17 @@ def assert_close_to_paper(result, paper_gflops):
     assert result['flops'] / 1e9 == pytest.approx(paper_gflops, rel=0.03)
 
 
-def test_flops_backbone_t_224(get_flops):
-    """4.5G (the paper) within 3%; the SSM is counted, scan and fusion."""
+def test_flops_backbone_t_224(get_flops, capsys):
+    """4.5G (the paper) within 3%; the SSM is counted, scan and fusion; the
+    phases are announced on stderr, the report alone on stdout."""
     result = get_flops.main(['--arch', 't', '--shape', '224', '224'])
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if 'get_flops.py' in line] == [
+        "get_flops.py: building SpatialMamba(arch='t')",
+        "get_flops.py: tracing SpatialMamba(arch='t') at 224x224 and counting (up to a "
+        'minute for a detector or segmentor at full size)']
+    assert "SpatialMamba(arch='t'), input 1x3x224x224:" in captured.out
+    assert 'get_flops.py:' not in captured.out
     assert_close_to_paper(result, 4.5)
     assert round(result['flops'] / 1e9, 2) == PAPER_AND_README['backbone', 't'][1]
     assert result['params'] == 26_236_758
