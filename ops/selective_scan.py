@@ -84,7 +84,7 @@ def default_chunk(length):
 
     The chunked scan issues two small PyTorch ops per step of a chunk and one
     per chunk (the carries), so about sqrt(length) balances them; measured at
-    Spatial-Mamba-T's shapes (``tools/benchmark_ops.py --chunks``) it is within
+    Spatial-Mamba-T's shapes (``tools/analysis/benchmark_ops.py --chunks``) it is within
     the noise of the best fixed length at 56x56 and 28x28 and 10 % faster at
     14x14 and 7x7 than 64 steps.
     """

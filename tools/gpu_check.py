@@ -98,7 +98,7 @@ def step_env(args, out_dir):
         props = torch.cuda.get_device_properties(dev)
         info.update(gpu=props.name, sms=props.multi_processor_count,
                     memory_gib=round(props.total_memory / 2 ** 30, 1))
-    from mmspatial.ops.benchmarking import time_ms
+    from mmspatial.benchmarking import time_ms
     ms = time_ms(lambda: dst.copy_(src), 3 if args.smoke else 20, 2, dev)
     info['copy_gbps'] = 2 * nbytes / ms / 1e6          # bytes read + written
     (out_dir / 'env.json').write_text(json.dumps(info, indent=1))
@@ -127,7 +127,7 @@ def _grads(fn, inputs, grad):
 
 
 def step_check(args, out_dir):
-    from mmspatial.ops.benchmarking import fused_args, scan_args, ssm_inputs
+    from mmspatial.benchmarking import fused_args, scan_args, ssm_inputs
     from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch
     from mmspatial.ops.selective_scan import selective_scan_ref
     from mmspatial.ops.state_fusion import state_fusion_ref
@@ -227,7 +227,7 @@ def _composition():
 
 
 def step_time(args, out_dir):
-    from mmspatial.ops.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
+    from mmspatial.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
     from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch
     from mmspatial.ops.triton import structure_aware_ssm_triton
     from mmspatial.ops.triton._common import sequence_view
@@ -324,7 +324,7 @@ def _backbones(smoke):
 
 
 def step_backbone(args, out_dir):
-    from mmspatial.ops.benchmarking import time_ms
+    from mmspatial.benchmarking import time_ms
     dev = device()
     shapes = [(1, 64, 64)] if args.smoke else [(128, 224, 224), (2, 800, 1344)]
     repeats, warmup = (1, 1) if args.smoke else (10, 3)
@@ -397,7 +397,7 @@ def step_amp(args, out_dir):
 
 
 def step_sweep(args, out_dir):
-    from mmspatial.ops.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
+    from mmspatial.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
     from mmspatial.ops.triton import config, override_config, structure_aware_ssm_triton
     dev = device()
     _, batch, channels, height, width = SMOKE_REGIME if args.smoke else regimes(args)[0]

@@ -1,6 +1,6 @@
-"""tools/analysis: FLOPs against the paper's, the ERF tool, the benchmark's
-bad inputs, the backbone comparison. (The benchmark's runs are in
-test_configs.py.)
+"""tools/analysis: FLOPs against the paper's, the ERF tool, the timing tools
+at the backbone and whole-model levels (the operators': test_benchmark_ops.py;
+one training and test step of every T config: test_configs.py).
 
 FLOPs of S and B at the detection and segmentation sizes (slow: about two
 minutes together on 2 CPU cores) come from cheaper counts that add up to the
@@ -57,9 +57,17 @@ def assert_close_to_paper(result, paper_gflops):
     assert result['flops'] / 1e9 == pytest.approx(paper_gflops, rel=0.03)
 
 
-def test_flops_backbone_t_224(get_flops):
-    """4.5G (the paper) within 3%; the SSM is counted, scan and fusion."""
+def test_flops_backbone_t_224(get_flops, capsys):
+    """4.5G (the paper) within 3%; the SSM is counted, scan and fusion; the
+    phases are announced on stderr, the report alone on stdout."""
     result = get_flops.main(['--arch', 't', '--shape', '224', '224'])
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if 'get_flops.py' in line] == [
+        "get_flops.py: building SpatialMamba(arch='t')",
+        "get_flops.py: tracing SpatialMamba(arch='t') at 224x224 and counting (up to a "
+        'minute for a detector or segmentor at full size)']
+    assert "SpatialMamba(arch='t'), input 1x3x224x224:" in captured.out
+    assert 'get_flops.py:' not in captured.out
     assert_close_to_paper(result, 4.5)
     assert round(result['flops'] / 1e9, 2) == PAPER_AND_README['backbone', 't'][1]
     assert result['params'] == 26_236_758
@@ -172,9 +180,35 @@ def test_flops_of_s_and_b_models(model, arch, flops_once, thin_b):
 
 
 def test_analysis_tools_name_a_missing_config(tools):
-    benchmark = tools('benchmark', ANALYSIS)
+    benchmark = tools('benchmark_model', ANALYSIS)
     with pytest.raises(InputError, match="config file not found: 'nope.py'"):
         benchmark.main(['nope.py'])
+    with pytest.raises(InputError, match='mmdet::nope.py: not a config of that library'):
+        benchmark.main(['mmdet::nope.py'])
+
+
+def test_model_benchmark_side_by_side(tools, tmp_path, capsys):
+    """tools/analysis/benchmark_model.py with two small classifiers taking
+    turns: one row each, ratios against the first, progress on stderr only.
+    No timing is asserted."""
+    benchmark = tools('benchmark_model', ANALYSIS)
+    small = dump(shrink(Config.fromfile(CLS_T)), tmp_path / 'small.py')
+    smaller = shrink(Config.fromfile(CLS_T))
+    smaller.model.backbone.arch.dims = 8
+    smaller.model.head.in_channels = 64
+    smaller = dump(smaller, tmp_path / 'smaller.py')
+    results = benchmark.main([small, smaller, '--shape', '32', '32', '--warmup', '0',
+                              '--iters', '2', '--device', 'cpu'])
+    assert [r['config'] for r in results] == [small, smaller]
+    assert results[0]['ratio'] == 1.0 and results[1]['ratio'] > 0
+    assert all(r['images_per_second'] > 0 and r['mode'] == 'inference' for r in results)
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith('| ')]
+    assert len(rows) == 1 + 2 and rows[1].endswith('| 1.00x |')
+    assert 'rounds:' in captured.err and '2/2' in captured.err
+    assert '\033' not in captured.err + captured.out
+    with pytest.raises(InputError, match='different tasks'):
+        benchmark.main([small, SEG_T, '--iters', '1'])
 
 
 def test_erf_heatmap_and_asymmetry(tools, tmp_path, data):
@@ -194,33 +228,33 @@ def test_erf_heatmap_and_asymmetry(tools, tmp_path, data):
         erf_tool.main([config, '--images', str(tmp_path / 'none'), '--out', str(out)])
 
 
-def test_backbone_comparison_at_tiny_sizes(tools, capsys):
-    """tools/analysis/compare_backbones.py end to end at 64x64, channels-last,
-    detection included: the three models in every row, finite ratios, the
-    settings printed. No timing is asserted. Slow-ish: it builds three
-    backbones and three Mask R-CNNs."""
-    compare = tools('compare_backbones', ANALYSIS)
+def test_backbone_benchmark_at_tiny_sizes(tools, capsys):
+    """tools/analysis/benchmark_backbone.py end to end at 64x64, channels-last:
+    the three models in every row, finite ratios, the settings printed,
+    progress per round on stderr. No timing is asserted."""
+    compare = tools('benchmark_backbone', ANALYSIS)
     result = compare.main(['--shape', '64', '64', '--batch-sizes', '1', '2',
-                           '--repeats', '2', '--warmup', '1', '--channels-last',
-                           '--detection', '--detection-shape', '64', '64'])
+                           '--repeats', '2', '--warmup', '1', '--channels-last'])
     labels = [row['label'] for row in result['rows']]
     assert labels == ['backbone forward, batch 1, 64x64', 'backbone forward, batch 2, 64x64',
-                      'backbone forward + backward, batch 2, 64x64',
-                      'Mask R-CNN test step, batch 1, 64x64']
+                      'backbone forward + backward, batch 2, 64x64']
     models = {'Spatial-Mamba-T', 'Swin-T', 'ConvNeXt-T'}
     for row in result['rows']:
         assert set(row['seconds']) == models
         assert set(row['ratios']) == models - {'Spatial-Mamba-T'}
         assert all(math.isfinite(ratio) and ratio > 0 for ratio in row['ratios'].values())
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert 'threads: 1 intra-op' in printed and 'channels-last: True' in printed
     table = [line for line in printed.splitlines() if line.startswith('| ')]
     assert len(table) == 1 + len(labels)
     assert all(name in table[0] for name in models)
+    assert captured.err.count('rounds:') == len(labels) and '2/2' in captured.err
+    assert 'rounds:' not in printed
 
 
-def test_backbone_comparison_rejects_bad_arguments(tools):
-    compare = tools('compare_backbones', ANALYSIS)
+def test_backbone_benchmark_rejects_bad_arguments(tools):
+    compare = tools('benchmark_backbone', ANALYSIS)
     for argv in (['--repeats', '0'], ['--batch-sizes', '0'], ['--shape', '64']):
         with pytest.raises(SystemExit):
             compare.main(argv)

@@ -1,12 +1,13 @@
-"""tools/benchmark_ops.py runs, every table of it, at --smoke shapes (timings
-are not asserted, only that each table is complete)."""
+"""tools/analysis/benchmark_ops.py runs, every table of it, at --smoke shapes
+(timings are not asserted, only that each table is complete and that progress
+goes to stderr, free of colour codes)."""
 import os
 import subprocess
 import sys
 
 from .helpers import REPO_ROOT, TOOLS
 
-SCRIPT = os.path.join(TOOLS, 'benchmark_ops.py')
+SCRIPT = os.path.join(TOOLS, 'analysis', 'benchmark_ops.py')
 
 
 def run_benchmark(*args):
@@ -30,3 +31,8 @@ def test_cpu_tables():
     shares = table_rows(out, 'fused op, PyTorch backend') + table_rows(
         out, '`structure_aware_ssm_ref`')
     assert len(shares) == 2 and all(row.rstrip().endswith('% |') for row in shares)
+    assert 'rounds' not in out and '\033' not in result.stderr
+    labels = ['selective scan, rounds:', 'stage shapes, stages:',
+              'SSM share in a T forward, rounds (2 warm-up):']
+    assert [line for line in result.stderr.splitlines() if line in labels] == labels
+    assert '2/2' in result.stderr and '7/7' in result.stderr  # rounds, stages; share

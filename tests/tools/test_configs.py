@@ -169,14 +169,14 @@ def test_config_builds(path, data, tmp_path):
 def test_train_and_test_step(path, tools, tmp_path):
     """One training step (loss, backward, the config's optim_wrapper) and one
     test step (post-processing included) of the config's model with a small
-    backbone, through tools/analysis/benchmark.py."""
+    backbone, through tools/analysis/benchmark_model.py."""
     from .helpers import TOOLS
-    benchmark = tools('benchmark', osp.join(TOOLS, 'analysis'))
+    benchmark = tools('benchmark_model', osp.join(TOOLS, 'analysis'))
     config = dump(shrink(Config.fromfile(path)), tmp_path / 'small.py')
     common = [config, '--shape', str(SIZE), str(SIZE), '--warmup', '0', '--iters', '1',
               '--device', 'cpu']
-    trained = benchmark.main(common + ['--train-step'])
-    tested = benchmark.main(common)
+    [trained] = benchmark.main(common + ['--train-step'])
+    [tested] = benchmark.main(common)
     for result in (trained, tested):
         assert result['images_per_second'] > 0 and result['device'] == 'cpu'
 

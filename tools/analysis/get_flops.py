@@ -19,8 +19,10 @@ SSM is one traced operation, counted by the handles of ``mmspatial.ops.flops``
 stencils; the observation is element-wise). The table printed after the
 totals lists what each operation type contributed, the SSM's split into
 ``selective_scan`` and ``state_fusion``, and which traced operations were not
-counted (element-wise ones, by convention).
+counted (element-wise ones, by convention). Progress (building, tracing)
+goes to stderr, the report to stdout.
 """
+import sys
 from collections import Counter
 
 import torch
@@ -124,11 +126,19 @@ def parse_args(argv=None):
     return args
 
 
+def say(message):
+    """One progress line on stderr."""
+    print(f'get_flops.py: {message}', file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     shape = tuple(args.shape)
+    say(f'building {args.config or f"SpatialMamba(arch={args.arch!r})"}')
     module, inputs, name = build(args.config, args.arch, args.backbone_only,
                                  args.cfg_options, shape)
+    say(f'tracing {name} at {shape[0]}x{shape[1]} and counting (up to a minute '
+        'for a detector or segmentor at full size)')
     result = analyse(module, inputs)
     print(report(result, name, shape))
     return result

@@ -14,6 +14,7 @@ import os.path as osp
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
@@ -25,7 +26,6 @@ from ...errors import InputError
 from ...registry import MODELS, ROOT_MODELS
 from ..checkpoint import load_backbone_checkpoint
 from ..layers import StructureAwareSSM
-from ..layers.inplace import add_into, gelu_into
 
 NUM_STAGES = 4
 
@@ -121,9 +121,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        # the (batch, H, W, ratio*C) hidden is the block's widest tensor: its
-        # GELU runs in place when autograd does not record
-        return self.fc2(gelu_into(self.fc1(x)))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 @MODELS.register_module()
@@ -156,13 +154,13 @@ class SpatialMambaBlock(nn.Module):
     def _positional(conv, x):
         """x + conv(x) for channels-last x."""
         x = x.permute(0, 3, 1, 2)
-        return add_into(conv(x), x).permute(0, 2, 3, 1)
+        return (x + conv(x)).permute(0, 2, 3, 1)
 
     def forward(self, x):
         x = self._positional(self.cpe1, x)
-        x = add_into(self.drop_path(self.self_attention(self.ln_1(x))), x)
+        x = x + self.drop_path(self.self_attention(self.ln_1(x)))
         x = self._positional(self.cpe2, x)
-        x = add_into(self.drop_path(self.mlp(self.ln_2(x))), x)
+        x = x + self.drop_path(self.mlp(self.ln_2(x)))
         return x
 
 

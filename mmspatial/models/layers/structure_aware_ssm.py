@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from mmspatial.ops import state_fusion, structure_aware_ssm
 from mmspatial.registry import MODELS
 
-from .inplace import mul_into, silu_into
-
 
 @MODELS.register_module()
 class StateFusion(nn.Module):
@@ -108,7 +106,7 @@ class StructureAwareSSM(nn.Module):
         # out contiguous, so the depthwise convolution and the gate read them
         # without a strided copy
         x, z = (F.linear(x, weight) for weight in self.in_proj.weight.chunk(2))
-        x = silu_into(self.conv2d(x.permute(0, 3, 1, 2)))               # (b, D, H, W)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))                  # (b, D, H, W)
         x_dbl = F.conv2d(x, self.x_proj_weight[:, :, None, None])       # (b, R+2N, H, W)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         # the step projection as a product over channels-last rows (same values as
@@ -122,4 +120,4 @@ class StructureAwareSSM(nn.Module):
         # in the norm's dtype: a half()/bfloat16() model's LayerNorm refuses
         # float32 input (a no-op for float32 models, also under autocast)
         y = self.out_norm(y.permute(0, 2, 3, 1).to(self.out_norm.weight.dtype))
-        return self.out_proj(mul_into(silu_into(z), y))
+        return self.out_proj(F.silu(z) * y)

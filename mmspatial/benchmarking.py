@@ -1,9 +1,13 @@
-"""Inputs and timers shared by ``tools/benchmark_ops.py`` and ``tools/gpu_check.py``.
+"""What the timing tools share: the operators' inputs, timers, and progress.
 
-Needs only PyTorch: the GPU machine that runs ``gpu_check`` has no OpenMMLab.
+Used by ``tools/analysis/benchmark_{ops,backbone,model}.py`` and
+``tools/gpu_check.py``. Needs only PyTorch (``progress`` imports mmengine when
+called): the GPU machine that runs ``gpu_check`` has no OpenMMLab.
 """
 import statistics
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -62,9 +66,10 @@ def time_cpu(fn, repeats, warmup=2):
     return statistics.median(times), min(times)
 
 
-def time_side_by_side(fns, repeats, warmup=2):
+def time_side_by_side(fns, repeats, warmup=2, on_round=None):
     """Medians (and minima) in seconds of several functions timed in alternation,
-    so that drifting machine load hits all of them alike."""
+    so that drifting machine load hits all of them alike; ``on_round()`` is
+    called after each timed round."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -74,6 +79,8 @@ def time_side_by_side(fns, repeats, warmup=2):
             start = time.perf_counter()
             fn()
             record.append(time.perf_counter() - start)
+        if on_round is not None:
+            on_round()
     return [(statistics.median(t), min(t)) for t in times]
 
 
@@ -113,3 +120,19 @@ def forward_backward(fn, inputs):
             grad = torch.randn_like(out)
         torch.autograd.grad(out, params, grad)
     return run
+
+
+@contextmanager
+def progress(total, label, file=None):
+    """Yield an ``update()`` to call after each of ``total`` steps: ``label``,
+    then mmengine's ``ProgressBar`` (plain text, no colour codes) on ``file``
+    (default stderr, so that stdout holds only the results)."""
+    from mmengine.utils import ProgressBar
+    file = file or sys.stderr
+    file.write(f'{label}\n')
+    bar = ProgressBar(total, file=file)
+    try:
+        yield bar.update
+    finally:
+        file.write('\n')
+        file.flush()

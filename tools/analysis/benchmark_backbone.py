@@ -1,35 +1,32 @@
-"""Spatial-Mamba-T beside mmpretrain's Swin-T and ConvNeXt-T, timed in one run.
+"""Backbone level: Spatial-Mamba-T beside mmpretrain's Swin-T and ConvNeXt-T,
+timed in one run.
 
-    python tools/analysis/compare_backbones.py [--shape 224 224] [--batch-sizes 1 8]
-        [--repeats 10] [--warmup 2] [--detection [--detection-shape 800 1333]]
-        [--device cpu|cuda] [--threads N] [--channels-last] [--tf32] [--amp]
+    python tools/analysis/benchmark_backbone.py [--shape 224 224] [--batch-sizes 1 8]
+        [--repeats 10] [--warmup 2] [--device cpu|cuda] [--threads N]
+        [--channels-last] [--tf32] [--amp]
 
 Measurements, each a median over ``--repeats`` rounds in which the three
 models take turns (so that a drift in the machine's load falls on all three):
 
 - backbone forward (eval mode, no autograd) at each of ``--batch-sizes``;
-- backbone forward + backward (train mode) at the largest batch size;
-- with ``--detection``: the Mask R-CNN test step (data preprocessor, backbone,
-  FPN, RPN, RoI heads, post-processing) of ``maskrcnn_spatialmamba_t.py`` and
-  of mmdet's stock Swin-T and ConvNeXt-T Mask R-CNN configs, batch 1.
+- backbone forward + backward (train mode) at the largest batch size.
 
 The backbones return all four stages, as a detector uses them, with
-stochastic depth off; weights are fresh (they do not change the speed, except
-for the number of detections a Mask R-CNN keeps). The ratios are
-Spatial-Mamba-T's time over the other model's. The settings that change the
+stochastic depth off; weights are fresh (they do not change the speed). The
+ratios are Spatial-Mamba-T's time over the other model's. Whole models
+(detectors, segmentors, classifiers of configs) side by side:
+``benchmark_model.py``; the SSM operators alone: ``benchmark_ops.py``.
+Progress goes to stderr, the table to stdout. The settings that change the
 answer (threads, TF32, channels-last, mixed precision, the SSM backend) are
 printed with the table.
 """
 import os
-import os.path as osp
 
 import torch
 
-from mmspatial.ops.benchmarking import time_side_by_side
-from mmspatial.utils import (build_model, load_config, run_tool, synthetic_batch,
-                             tool_parser)
+from mmspatial.benchmarking import progress, time_side_by_side
+from mmspatial.utils import run_tool, tool_parser
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS = ('Spatial-Mamba-T', 'Swin-T', 'ConvNeXt-T')
 BASELINES = MODELS[1:]
 FOUR_STAGES = (0, 1, 2, 3)
@@ -41,14 +38,6 @@ BACKBONES = {  # built from mmpretrain's registry
     'ConvNeXt-T': dict(type='ConvNeXt', arch='tiny', out_indices=FOUR_STAGES,
                        drop_path_rate=0.0, gap_before_final_norm=False),
 }
-DETECTORS = {
-    'Spatial-Mamba-T': osp.join(REPO_ROOT, 'configs', 'detection',
-                                'maskrcnn_spatialmamba_t.py'),
-    'Swin-T': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
-    'ConvNeXt-T': 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
-}
-
-
 def parse_args(argv=None):
     parser = tool_parser(
         description='Time Spatial-Mamba-T beside Swin-T and ConvNeXt-T')
@@ -61,10 +50,6 @@ def parse_args(argv=None):
                         help='timed rounds, the median is reported (default 10)')
     parser.add_argument('--warmup', type=int, default=2,
                         help='untimed calls of each measurement first (default 2)')
-    parser.add_argument('--detection', action='store_true',
-                        help='also time the Mask R-CNN test step (slow on a CPU)')
-    parser.add_argument('--detection-shape', type=int, nargs=2, default=(800, 1333),
-                        metavar=('H', 'W'), help='Mask R-CNN image size (default 800 1333)')
     parser.add_argument('--device', help='cpu or cuda (default: cuda if present)')
     parser.add_argument('--threads', type=int,
                         help='intra-op CPU threads (default: PyTorch\'s choice)')
@@ -75,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='autocast (float16 on CUDA, bfloat16 on the CPU)')
     args = parser.parse_args(argv)
-    for name in ('batch_sizes', 'shape', 'detection_shape'):
+    for name in ('batch_sizes', 'shape'):
         if min(getattr(args, name)) < 1:
             parser.error(f'--{name.replace("_", "-")} must be positive')
     if args.repeats < 1 or args.warmup < 0:
@@ -104,14 +89,6 @@ def build_backbones(device, args):
             for name, cfg in cfgs.items()}
 
 
-def load_detector_cfg(path):
-    """A config file of this repository, or ``mmdet::path`` in mmdet's configs."""
-    if path.startswith('mmdet::'):
-        from mmengine.hub import get_config
-        return get_config(path)
-    return load_config(path)
-
-
 def forward_step(model, x):
     def step():
         with torch.no_grad():
@@ -124,13 +101,6 @@ def forward_backward_step(model, x):
         model.zero_grad(set_to_none=True)
         loss = sum(out.float().pow(2).mean() for out in model(x))
         loss.backward()
-    return step
-
-
-def detector_step(model, batch):
-    def step():
-        with torch.no_grad():
-            model.test_step(batch)
     return step
 
 
@@ -154,20 +124,12 @@ def measurements(device, args):
     yield (f'backbone forward + backward, batch {batch}, {height}x{width}',
            {name: (model, True, forward_backward_step(model, x))
             for name, model in backbones.items()})
-    if args.detection:
-        det_height, det_width = args.detection_shape
-        batch = synthetic_batch('mmdet', 1, det_height, det_width)
-        detectors = {name: build_model(load_detector_cfg(path)).to(
-            device, memory_format=memory_format(args)) for name, path in DETECTORS.items()}
-        yield (f'Mask R-CNN test step, batch 1, {det_height}x{det_width}',
-               {name: (model, False, detector_step(model, batch))
-                for name, model in detectors.items()})
 
 
-def time_alternating(steps, device, args):
+def time_alternating(label, steps, device, args):
     """Median seconds per call of each step; the steps take turns in each round
-    (``mmspatial.ops.benchmarking.time_side_by_side``), each call waiting for
-    the device to finish."""
+    (``mmspatial.benchmarking.time_side_by_side``), each call waiting for the
+    device to finish. Progress per round on stderr."""
     autocast = torch.autocast(device.type, enabled=args.amp,
                               dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
     for model, train, _ in steps.values():
@@ -178,10 +140,10 @@ def time_alternating(steps, device, args):
             step()
             synchronize(device)
         return run
-    with autocast:
+    with autocast, progress(args.repeats, f'{label}, rounds:') as update:
         synchronize(device)
         medians = time_side_by_side([synchronized(step) for _, _, step in steps.values()],
-                                    args.repeats, args.warmup)
+                                    args.repeats, args.warmup, on_round=update)
     return {name: median for name, (median, _) in zip(steps, medians)}
 
 
@@ -227,7 +189,7 @@ def main(argv=None):
         torch.backends.cudnn.allow_tf32 = True
     rows = []
     for label, steps in measurements(device, args):
-        seconds = time_alternating(steps, device, args)
+        seconds = time_alternating(label, steps, device, args)
         ratios = {name: seconds['Spatial-Mamba-T'] / seconds[name] for name in BASELINES}
         rows.append(dict(label=label, seconds=seconds, ratios=ratios))
     lines = settings(device, args)

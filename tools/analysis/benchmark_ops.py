@@ -1,5 +1,5 @@
-"""Time the PyTorch backend of the structure-aware SSM operators on the CPU; print
-markdown for benchmarks/RESULTS.md.
+"""Operator level: time the PyTorch backend of the structure-aware SSM
+operators on the CPU; print markdown for benchmarks/RESULTS.md.
 
   * the chunked scan against the sequential loop of ``selective_scan_ref`` at
     L = 3136, D = 128, batch 2, N = 1, side by side;
@@ -11,14 +11,16 @@ markdown for benchmarks/RESULTS.md.
     the PyTorch backend and for the sequential-loop reference, side by side
     (needs ``mmspatial.models``, so mmengine; skipped with a note otherwise).
 
-The Triton kernels are checked and timed on a GPU by ``tools/gpu_check.py``.
-``--smoke``: every table at tiny shapes with two repeats, to check that the
-script runs (CI does, ``tests/tools/test_benchmark_ops.py``).
+The Triton kernels are checked and timed on a GPU by ``tools/gpu_check.py``;
+whole backbones side by side by ``benchmark_backbone.py``, a config's model by
+``benchmark_model.py``. ``--smoke``: every table at tiny shapes with two
+repeats, to check that the script runs (CI does,
+``tests/tools/test_benchmark_ops.py``). Progress goes to stderr, the markdown
+to stdout.
 
 Usage:
-    python tools/benchmark_ops.py [--threads 1] [--chunks 32,64] [--smoke]
+    python tools/analysis/benchmark_ops.py [--threads 1] [--chunks 32,64] [--smoke]
 """
-import argparse
 import os
 import platform
 import statistics
@@ -27,13 +29,14 @@ import time
 
 import torch
 
+from mmspatial.benchmarking import (forward_backward, fused_args, progress, scan_args,
+                                    ssm_inputs, time_cpu, time_side_by_side)
 from mmspatial.ops.selective_scan import (CHUNK, _chunking, selective_scan_ref,
                                           selective_scan_torch)
 from mmspatial.ops.state_fusion import state_fusion_torch
 from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm_ref,
                                                structure_aware_ssm_torch)
-from mmspatial.ops.benchmarking import (forward_backward, fused_args, scan_args, ssm_inputs,
-                                        time_cpu, time_side_by_side)
+from mmspatial.utils import run_tool, tool_parser
 
 # Spatial-Mamba-T at 224x224: stage i has d_inner = 128 * 2**i channels on
 # (56 / 2**i)**2 pixels; blocks per stage.
@@ -56,12 +59,12 @@ def cpu_report(args):
     u, delta, A, B, bias = scan_args(x)
     x_cl = ssm_inputs(*scan_shape, channels_last=True)
     u_cl, delta_cl, _, _, _ = scan_args(x_cl)
-    with torch.no_grad():
+    with torch.no_grad(), progress(args.repeats, 'selective scan, rounds:') as update:
         (ref_t, ref_min), (fast_t, fast_min), (fast_cl_t, fast_cl_min) = time_side_by_side([
             lambda: selective_scan_ref(u, delta, A, B, bias),
             lambda: selective_scan_torch(u, delta, A, B, bias),
             lambda: selective_scan_torch(u_cl, delta_cl, A, B, bias)],
-            args.repeats)
+            args.repeats, on_round=update)
     lines += [f'Selective scan, batch {batch}, D = {channels}, L = {height * width}, N = 1, '
               f'softplus on, forward, {args.repeats} runs of each, alternating:', '',
               '| implementation | median ms | min ms | speed-up (medians) | speed-up (minima) |',
@@ -82,6 +85,15 @@ def cpu_report(args):
               f'{args.repeats}; x blocks = per stage):', '',
               '| stage | D | HxW | steps/chunk | scan | fusion | fused fwd | fused fwd+bwd '
               '| fused fwd x blocks |', '|---|---|---|---|---|---|---|---|---|']
+    with progress(len(chunks) * len(stages), 'stage shapes, stages:') as update:
+        lines += stage_rows(args, chunks, stages, update)
+    lines.append('')
+    return lines + backbone_share_report(args)
+
+
+def stage_rows(args, chunks, stages, update):
+    """The stage table's rows for each chunk length; ``update()`` after each row."""
+    lines = []
     for chunk in chunks:
         chunk_label = 'auto' if chunk is None else chunk
         total_fwd = total_fwd_bwd = 0.0
@@ -111,22 +123,19 @@ def cpu_report(args):
                          f'{scan_t * 1e3:.2f} | {fusion_t * 1e3:.2f} | {fused_t * 1e3:.2f} '
                          f'| {fwd_bwd_t * 1e3:.2f} | {blocks} x {fused_t * 1e3:.2f} = '
                          f'{blocks * fused_t * 1e3:.1f} |')
+            update()
         lines.append(f'| all {sum(s[3] for s in stages)} blocks | | | {chunk_label} | | | | '
                      f'{total_fwd_bwd * 1e3:.1f} | '
                      f'**{total_fwd * 1e3:.1f}** |')
-    lines.append('')
-    return lines + backbone_share_report(args)
+    return lines
 
 
 def backbone_share_report(args):
     """Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T
     forward at 224x224, batch 1: the PyTorch backend's fused op against the
     loop-form reference composition, alternating forwards in one run."""
-    try:
-        from mmspatial.models.backbones.spatial_mamba import SpatialMamba
-        from mmspatial.models.layers import structure_aware_ssm as layer_module
-    except ImportError as error:
-        return [f'(Backbone share skipped: mmspatial.models does not import: {error}.)', '']
+    from mmspatial.models.backbones.spatial_mamba import SpatialMamba
+    from mmspatial.models.layers import structure_aware_ssm as layer_module
     spent = [0.0]
 
     def timed(fn):
@@ -151,7 +160,8 @@ def backbone_share_report(args):
     totals = {name: ([], []) for name, _ in variants}
     repeats = max(5, args.repeats // 2)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), progress(repeats + 2, 'SSM share in a T forward, rounds '
+                                       '(2 warm-up):') as update:
             for i in range(repeats + 2):
                 for name, op in variants:
                     layer_module.structure_aware_ssm = op
@@ -161,6 +171,7 @@ def backbone_share_report(args):
                     if i >= 2:        # warm-up
                         totals[name][0].append(time.perf_counter() - start)
                         totals[name][1].append(spent[0])
+                update()
     finally:
         layer_module.structure_aware_ssm = original
     lines = ['Share of the 18 SSM ops (scan + fusion + readout) in a Spatial-Mamba-T '
@@ -174,23 +185,33 @@ def backbone_share_report(args):
     return lines + ['']
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parse_args(argv=None):
+    parser = tool_parser(description='Time the SSM operators on the CPU (markdown)')
     parser.add_argument('--threads', type=int, default=1,
                         help='CPU threads (default 1: on a small shared machine, '
                              'OpenMP spin-waits make multi-thread timings erratic)')
-    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--repeats', type=int, default=20,
+                        help='timed calls per measurement (default 20)')
     parser.add_argument('--chunks', type=lambda s: [int(c) for c in s.split(',')],
                         help='comma-separated scan chunk lengths for the stage table')
     parser.add_argument('--smoke', action='store_true',
                         help='tiny shapes, two repeats: check that the script runs')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1:
+        parser.error('--repeats and --threads must be positive')
     if args.smoke:
         args.repeats = min(args.repeats, 2)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f'<!-- tools/benchmark_ops.py {" ".join(sys.argv[1:])} -->')
-    print('\n'.join(cpu_report(args)))
+    argv = sys.argv[1:] if argv is None else argv
+    lines = [f'<!-- tools/analysis/benchmark_ops.py {" ".join(argv)} -->'] + cpu_report(args)
+    print('\n'.join(lines))
+    return lines
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, __file__)
