@@ -4,7 +4,7 @@ For each form: export time, file size, node count (Loop bodies included),
 onnxruntime session creation time and CPU latency with its full and with its
 basic graph optimisations; PyTorch eager's latency on the same input, timed in
 alternation with onnxruntime's so that a drifting machine load hits all alike
-(``ops.benchmarking.time_side_by_side``). ``tools/deployment/export_onnx.py
+(``mmspatial.benchmarking.time_side_by_side``). ``tools/deployment/export_onnx.py
 --benchmark`` prints the table.
 
 On a shared machine set ``OMP_WAIT_POLICY=PASSIVE`` for the process: PyTorch's
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from mmspatial.ops.benchmarking import time_side_by_side
+from mmspatial.benchmarking import time_side_by_side
 
 from .onnx_export import _require, export_onnx, onnx_session
 

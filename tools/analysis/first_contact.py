@@ -112,7 +112,7 @@ def _fused_fwd_bwd(batch, channels, height, width, dtype):
     channels-last u and delta, contiguous B and C)."""
     import torch
 
-    from mmspatial.ops.benchmarking import fused_args, ssm_inputs
+    from mmspatial.benchmarking import fused_args, ssm_inputs
     from mmspatial.ops.triton import structure_aware_ssm_triton
 
     def run():
