@@ -58,10 +58,13 @@ def test_command_line_options(tools, data, tmp_path, monkeypatch):
     last.write_bytes(b'')  # read later, by run()
     args = train.parse_args([config, '--amp', '--resume', str(last), '--launcher', 'pytorch',
                              '--local-rank', '1', '--work-dir', str(tmp_path),
+                             '--auto-scale-lr',
                              '--cfg-options', 'train_dataloader.batch_size=4'])
     assert args.local_rank == 1 and train.os.environ['LOCAL_RANK'] == '1'
     cfg = train.build_cfg(args)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.launcher == 'pytorch'
+    # the Runner scales the lr by (GPUs x 4 images) / 16, the recipe's batch
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
     assert cfg.resume and cfg.load_from == str(last) and cfg.work_dir == str(tmp_path)
     assert cfg.train_dataloader.batch_size == 4
     # weights come from load_from: the missing ImageNet checkpoint is not needed
@@ -70,6 +73,9 @@ def test_command_line_options(tools, data, tmp_path, monkeypatch):
     cfg = test.build_cfg(args)
     assert cfg.test_cfg.fp16 and cfg.model.backbone.init_cfg is None
     assert cfg.work_dir.endswith('work_dirs/det')
+    with pytest.raises(InputError, match='has no auto_scale_lr.base_batch_size'):
+        train.build_cfg(train.parse_args([config, '--auto-scale-lr',
+                                          '--cfg-options', 'auto_scale_lr=None']))
 
 
 # ----------------------------------------------------------------- bad inputs
