@@ -204,7 +204,8 @@ def detect_arch(state_dict):
     return dict(dims=dims, depths=depths)
 
 
-def _listed(keys, limit=4):
+def listed(keys, limit=4):
+    """The first ``limit`` of ``keys``, joined, and how many there are in all."""
     more = f', ... ({len(keys)} in all)' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
 
@@ -239,7 +240,7 @@ def check_fits(model_state, state_dict, source, strict=False):
         for k in sorted(common)
         if hasattr(state_dict[k], 'shape')
         and tuple(state_dict[k].shape) != tuple(model_state[k].shape)]))
-    problems += [f'{len(keys)} {what}: {_listed(keys)}' for what, keys in groups if keys]
+    problems += [f'{len(keys)} {what}: {listed(keys)}' for what, keys in groups if keys]
     if problems:
         arch = detect_arch(model_state)
         raise InputError(f'{source} does not fit this SpatialMamba arch (dims '

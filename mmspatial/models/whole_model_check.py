@@ -20,7 +20,7 @@ import torch
 from mmengine.logging import print_log
 
 from ..errors import InputError
-from .checkpoint import (check_fits, is_official_classifier,
+from .checkpoint import (check_fits, is_official_classifier, listed,
                          official_classifier_to_mmpretrain, strip_ddp_prefix)
 
 ALLOW_PARTIAL_LOAD_ENV = 'MMSPATIAL_ALLOW_PARTIAL_LOAD'
@@ -100,11 +100,6 @@ def _counted(count, noun):
     return f'{count} {noun}' + ('' if count == 1 else 's')
 
 
-def _listed(items, limit=3):
-    more = f', ... ({len(items)} in all)' if len(items) > limit else ''
-    return ', '.join(items[:limit]) + more
-
-
 def _by_module(keys):
     counts = Counter(key.split('.', 1)[0] for key in keys)
     return ', '.join(f'{module}.* {count}' for module, count in counts.items())
@@ -163,7 +158,7 @@ def _key_problems(model_state, state_dict, skip_prefix=None):
                         f'({_by_module(unexpected)}; e.g. {unexpected[0]})')
     if not_tensors:
         problems.append(f'{_counted(len(not_tensors), "non-tensor value")} '
-                        f'({_listed(not_tensors)})')
+                        f'({listed(not_tensors, 3)})')
     if other_shape:
         shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(model_state[k].shape)}'
                   for k in other_shape]
@@ -172,7 +167,7 @@ def _key_problems(model_state, state_dict, skip_prefix=None):
                       and not k.startswith('backbone.') for k in other_shape)
         hint = ': a head for another number of classes?' if classes else ''
         problems.append(f'{_counted(len(other_shape), "tensor")} of another shape, '
-                        f'checkpoint vs model ({_listed(shapes, 2)}){hint}')
+                        f'checkpoint vs model ({listed(shapes, 2)}){hint}')
     return problems
 
 
@@ -195,7 +190,7 @@ def _nonfinite_problem(model_state, state_dict):
                 bad.append(f'{key} ({count} of {value.numel()})')
     if not bad:
         return None
-    return f'{_counted(len(bad), "tensor")} with NaN or Inf values: {_listed(bad)}'
+    return f'{_counted(len(bad), "tensor")} with NaN or Inf values: {listed(bad, 3)}'
 
 
 def model_fit_problems(model, state_dict, checkpoint=None):

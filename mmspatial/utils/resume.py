@@ -10,10 +10,9 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
+from ..engine.hooks.atomic_checkpoint_hook import LAST_CHECKPOINT
 from ..errors import InputError, MissingFileError
 from ..models.checkpoint import check_resumable
-
-LAST_CHECKPOINT = 'last_checkpoint'
 
 
 def checkpoint_to_resume(work_dir, requested):
