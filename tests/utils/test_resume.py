@@ -5,6 +5,8 @@ import pytest
 from mmspatial.errors import InputError, MissingFileError
 from mmspatial.utils import check_training_state, checkpoint_to_resume
 
+from ..conftest import warnings_in
+
 
 def test_a_named_checkpoint_must_exist_and_hold_training_state(tmp_path):
     with pytest.raises(MissingFileError, match=r"--resume: checkpoint '.*nope.pth' "
@@ -35,8 +37,8 @@ def test_last_checkpoint_is_followed_and_checked(tmp_path):
     assert checkpoint_to_resume(str(tmp_path), 'auto') == str(tmp_path / 'iter_2.pth')
 
 
-def test_bare_resume_on_an_empty_work_dir_warns_and_starts_afresh(tmp_path, capsys):
+def test_bare_resume_on_an_empty_work_dir_warns_and_starts_afresh(tmp_path, logged):
     assert checkpoint_to_resume(str(tmp_path), 'auto') is None
-    warnings = [line for line in capsys.readouterr().out.splitlines() if 'WARNING' in line]
+    warnings = warnings_in(logged)
     assert len(warnings) == 1 and repr(str(tmp_path)) in warnings[0]
     assert 'training starts from scratch' in warnings[0]
