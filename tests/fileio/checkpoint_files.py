@@ -7,11 +7,11 @@ import sys
 import textwrap
 
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import mmspatial.engine.hooks  # noqa: F401  (registers RandomStateHook)
+
+from ..engine.toy_training import CountingData, Regressor
 
 
 class TouchOnLoad:
@@ -97,31 +97,16 @@ def save_released_classifier(classifier_state, path, tmp_dir):
             del sys.modules[name]
 
 
-class _Data(torch.utils.data.Dataset):
+class _Data(CountingData):
+    """The toy data, with the dataset meta a Runner checkpoint records."""
     metainfo = dict(classes=('circle', 'square'), palette=[(0, 0, 0), (255, 0, 0)])
-
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, index):
-        return dict(inputs=torch.full((4, ), float(index)))
-
-
-class _Regressor(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 1)
-
-    def forward(self, inputs, data_samples=None, mode='tensor'):
-        out = self.linear(inputs)
-        return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
 
 
 def save_runner_checkpoint(work_dir):
     """Train a toy model for 2 iterations with mmengine's Runner and the
     project's hooks; the path of the checkpoint it saved."""
     runner = Runner(
-        model=_Regressor(), work_dir=str(work_dir), experiment_name=f'ckpt_{id(work_dir)}',
+        model=Regressor(), work_dir=str(work_dir), experiment_name=f'ckpt_{id(work_dir)}',
         default_scope='mmengine',
         train_dataloader=dict(dataset=_Data(), batch_size=2, num_workers=0,
                               sampler=dict(type='InfiniteSampler', shuffle=True),
