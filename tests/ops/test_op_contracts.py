@@ -42,7 +42,7 @@ def test_traffic_per_element_is_bounded(regime):
     assert low_backward <= backward <= BACKWARD_BOUND, traffic['backward']
     kernels = [name for name, _, _ in traffic['forward'] + traffic['backward']]
     assert kernels.count('_scan_carry_kernel') == 2
-    assert len(kernels) == 9
+    assert len(kernels) == 8
 
 
 def test_launch_records_every_kernel_of_a_real_run():
