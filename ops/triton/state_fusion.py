@@ -265,21 +265,25 @@ def _tap_offset(t):
 
 
 @triton.jit
-def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, H, W,
+def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, corner, H,
+                W,
                 sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
                 BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Top or bottom row r: g_x = w g_h summed over the other rows E_i of each
-    tap's preimage, in the column c - dx."""
+    """Top or bottom row r: g_x = sum_k w_k g_h summed over the rows E_i of tap k's
+    preimage other than the zero-padded one, times its columns P_j (one column,
+    up to |dx| + 1 in the corners, when ``corner``: the tile holds one)."""
     acc = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
     for t in range(1, NUM_TAPS):
         dy, dx = _tap_offset(t)
-        lo, hi = _extra_interval(r, H, dy)
-        qj = cols - dx
-        valid = mask_w & (qj >= 0) & (qj < W)
+        ilo, ihi = _extra_interval(r, H, dy)
+        jlo, jhi = _interval(cols, W, dx)
+        n_j = tl.where(corner, tl.abs(dx) + 1, 1)
         extra = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-        for i in range(lo, hi + 1):
-            extra += _gather_gh(g_base, c_base, i * W + qj, valid, sg_l, sg_d, sc_l,
-                                offs_d, mask_d, HAS_C)
+        for i in range(ilo, ihi + 1):
+            for e in range(0, n_j):
+                extra += _gather_gh(g_base, c_base, i * W + jlo + e,
+                                    mask_w & (jlo + e <= jhi), sg_l, sg_d, sc_l, offs_d,
+                                    mask_d, HAS_C)
         acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
     tl.store(gx_base + ((r * W + cols) * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc,
              mask=mask_w[:, None] & mask_d[None, :])
@@ -289,25 +293,21 @@ def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, H
 def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, row_end,
                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
                    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Left or right column c_edge, rows [row0, row_end): g_x = w g_h summed over
-    the preimage rows P_i x the other columns E_j of each tap, plus what the top
-    and bottom rows stored in the corners."""
+    """Left or right column c_edge, rows [row0, row_end): g_x = sum_k w_k g_h in
+    the zero-padded row of tap k's preimage, summed over its other columns E_j;
+    plus what the top and bottom rows stored in the corners."""
     rows = row0 + tl.arange(0, BLOCK_R)
     mask_r = rows < row_end
-    # rows of a preimage: one off the top and bottom rows, at most 6 on them
-    touches = (row0 == 0) | (row_end == H)
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
     for t in range(1, NUM_TAPS):
         dy, dx = _tap_offset(t)
         jlo, jhi = _extra_interval(c_edge, W, dx)
-        ilo, ihi = _interval(rows, H, dy)
-        n_i = tl.where(touches, tl.abs(dy) + 1, 1)
+        qi = rows - dy
+        valid = mask_r & (qi >= 0) & (qi < H)
         extra = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
         for j in range(jlo, jhi + 1):
-            for e in range(0, n_i):
-                i = ilo + e
-                extra += _gather_gh(g_base, c_base, i * W + j, mask_r & (i <= ihi), sg_l,
-                                    sg_d, sc_l, offs_d, mask_d, HAS_C)
+            extra += _gather_gh(g_base, c_base, qi * W + j, valid, sg_l, sg_d, sc_l, offs_d,
+                                mask_d, HAS_C)
         acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
     _store_gx(gx_base, sgx_l, sgx_d, rows * W + c_edge, mask_r,
               (rows == 0) | (rows == H - 1), offs_d, mask_d, acc)
@@ -343,15 +343,16 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
     # The border first: each border pixel's preimage pixels other than its
-    # zero-padded one (top and bottom rows: rows E_i x column q_j; left and right
-    # columns: rows P_i x columns E_j; corners both), stored for the loop below to
+    # zero-padded one (top and bottom rows: rows E_i x columns P_j; left and right
+    # columns: row q_i x columns E_j; corners both), stored for the loop below to
     # add to (other threads: hence the barriers).
+    corner = (col0 == 0) | (col0 + BLOCK_W >= W)
     if row0 == 0:
-        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, row0, cols, mask_w, H,
-                    W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
+        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, row0, cols, mask_w, corner,
+                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
     if (row_end == H) & (H > 1):
-        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, H - 1, cols, mask_w, H,
-                    W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
+        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, H - 1, cols, mask_w,
+                    corner, H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
     tl.debug_barrier()
     if col0 == 0:
         _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, col0, row0, row_end,
