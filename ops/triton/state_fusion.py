@@ -171,13 +171,18 @@ def _gather_gh(g_base, c_base, pix, pmask, sg_l, sg_d, sc_l, offs_d, mask_d,
 @triton.jit
 def _bwd_tap(acc_gx, acc_h, s_k, gh_own, x_base, g_base, c_base, w_ptr, r, cols, mask_w,
              H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d, mask,
-             HAS_C: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr,
+             HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
+             DX: tl.constexpr,
              BLOCK_D: tl.constexpr):
     """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) (and
     h += w x(...) when HAS_C), g_x += w g_h(p - off) zero-padded."""
     w = tl.load(w_ptr + TAP * BLOCK_D)[None, :]
-    xs = _gather(x_base, _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1), sx_l,
-                 offs_d, sx_d, mask)
+    src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
+    if EVEN:    # no pixel or channel past the image: the clamped source is in it
+        xs = tl.load(x_base + (src * sx_l)[:, None] + (offs_d * sx_d)[None, :])
+        xs = xs.to(tl.float32)
+    else:
+        xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
     s_k += gh_own * xs
     if HAS_C:
         acc_h += xs * w
@@ -192,42 +197,43 @@ def _bwd_tap(acc_gx, acc_h, s_k, gh_own, x_base, g_base, c_base, w_ptr, r, cols,
 @triton.jit
 def _bwd_dilation(acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, g_base,
                   c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                  offs_d, mask_d, mask, HAS_C: tl.constexpr, DI: tl.constexpr,
+                  offs_d, mask_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                  DI: tl.constexpr,
                   BLOCK_D: tl.constexpr):
     """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
     T: tl.constexpr = 1 + 8 * DI
     d: tl.constexpr = 2 * DI + 1
     acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T, -d, -d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T, -d, -d,
                                  BLOCK_D)
     acc_gx, acc_h, s1 = _bwd_tap(acc_gx, acc_h, s1, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 1, -d, 0,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 1, -d, 0,
                                  BLOCK_D)
     acc_gx, acc_h, s2 = _bwd_tap(acc_gx, acc_h, s2, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 2, -d, d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 2, -d, d,
                                  BLOCK_D)
     acc_gx, acc_h, s3 = _bwd_tap(acc_gx, acc_h, s3, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 3, 0, -d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 3, 0, -d,
                                  BLOCK_D)
     acc_gx, acc_h, s4 = _bwd_tap(acc_gx, acc_h, s4, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 4, 0, d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 4, 0, d,
                                  BLOCK_D)
     acc_gx, acc_h, s5 = _bwd_tap(acc_gx, acc_h, s5, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 5, d, -d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 5, d, -d,
                                  BLOCK_D)
     acc_gx, acc_h, s6 = _bwd_tap(acc_gx, acc_h, s6, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 6, d, 0,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 6, d, 0,
                                  BLOCK_D)
     acc_gx, acc_h, s7 = _bwd_tap(acc_gx, acc_h, s7, gh_own, x_base, g_base, c_base, w_ptr,
                                  r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, T + 7, d, d,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 7, d, d,
                                  BLOCK_D)
     return acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7
 
@@ -317,7 +323,8 @@ def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, r
 def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_ptr,
                        D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
                        sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
-                       HAS_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
+                       HAS_C: tl.constexpr, EVEN: tl.constexpr, BLOCK_W: tl.constexpr,
+                       BLOCK_D: tl.constexpr,
                        BLOCK_R: tl.constexpr):
     """g_x exactly, per-program weight sums S (and g_C partials when HAS_C).
 
@@ -377,20 +384,20 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
         acc_h = zero
         acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base,
                                      w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l,
-                                     sg_d, sc_l, offs_d, mask_d, mask, HAS_C, 0, 0, 0,
+                                     sg_d, sc_l, offs_d, mask_d, mask, HAS_C, EVEN, 0, 0, 0,
                                      BLOCK_D)
         acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
             acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, g_base, c_base,
             w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d,
-            mask, HAS_C, 0, BLOCK_D)
+            mask, HAS_C, EVEN, 0, BLOCK_D)
         acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
             acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, g_base,
             c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
-            mask_d, mask, HAS_C, 1, BLOCK_D)
+            mask_d, mask, HAS_C, EVEN, 1, BLOCK_D)
         acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
             acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, g_base,
             c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
-            mask_d, mask, HAS_C, 2, BLOCK_D)
+            mask_d, mask, HAS_C, EVEN, 2, BLOCK_D)
         _store_gx(gx_base, sgx_l, sgx_d, pix, mask_w,
                   (r == 0) | (r == H - 1) | (cols == 0) | (cols == W - 1), offs_d, mask_d,
                   acc_gx)
@@ -483,7 +490,8 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            x, per_block(weights, block_d), g, c_arg, g_x, s_part, gc_part if has_c else s_part,
            channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
            *strides(x), *strides(g), *c_strides, *strides(g_x),
-           HAS_C=has_c, BLOCK_W=block_w, BLOCK_D=block_d,
+           HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
+           BLOCK_W=block_w, BLOCK_D=block_d,
            BLOCK_R=triton.next_power_of_2(rows), num_warps=config['fusion_bwd_warps'],
            reads=(x, g, C), writes=(g_x, s_part, gc_part))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
