@@ -26,13 +26,14 @@ walks them one row segment at a time. Each thread keeps its own partial of every
 S_k (25 accumulators of its few elements), so the loop has no reduction across
 threads; the 25 sums are reduced across the program once, at its end, and over
 programs by PyTorch. g_x: the zero-padded transpose ``sum_k w_k g_h(s - off_k)``
-in the loop, for every pixel; replicate padding adds preimage pixels only on the
-outermost ring. There, per axis, the preimage of s under offset d is an interval
-(``_interval``): for the top row rows ``[0, -d]``, a single row elsewhere. After
-the loop, the programs holding a border add what the zero-padded transpose left
-out: top and bottom rows the other rows of each interval, left and right columns
-the other columns (corners both), reading g_h where the loop just did (no second
-pass over memory) and adding to the g_x they stored. No atomics: deterministic.
+in the loop, for every pixel. Replicate padding sends more preimage pixels to
+the outermost ring only: per axis, the preimage of s under offset d is an
+interval (``_interval``), e.g. rows ``[0, -d]`` for the top row, one row off
+the border. Before its loop, a program holding a border stores what the
+zero-padded transpose leaves out there (top and bottom rows: the other rows of
+the 9 taps pointing out of the image; left and right columns: the other
+columns), and the loop adds its sums to those pixels. The border reads the g_h
+the loop reads (no second pass over memory). No atomics: deterministic.
 """
 import torch
 import triton
@@ -272,14 +273,17 @@ def _tap_offset(t):
 
 @triton.jit
 def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, corner, H,
-                W,
-                sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
-                BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Top or bottom row r: g_x = sum_k w_k g_h summed over the rows E_i of tap k's
+                W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+                BOTTOM: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Top (bottom) row r: g_x = sum_k w_k g_h summed over the rows E_i of tap k's
     preimage other than the zero-padded one, times its columns P_j (one column,
-    up to |dx| + 1 in the corners, when ``corner``: the tile holds one)."""
+    up to |dx| + 1 in the corners, when ``corner``: the tile holds one). Only the
+    9 taps with dy < 0 (dy > 0) have such rows; with H = 1 the bottom call adds
+    to the top one's."""
     acc = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-    for t in range(1, NUM_TAPS):
+    for n in range(0, 9):
+        # 3x3 positions 0, 1, 2 (6, 7, 8) of dilation n // 3
+        t = 1 + 8 * (n // 3) + n % 3 + 5 * BOTTOM
         dy, dx = _tap_offset(t)
         ilo, ihi = _extra_interval(r, H, dy)
         jlo, jhi = _interval(cols, W, dx)
@@ -291,21 +295,27 @@ def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, c
                                     mask_w & (jlo + e <= jhi), sg_l, sg_d, sc_l, offs_d,
                                     mask_d, HAS_C)
         acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
-    tl.store(gx_base + ((r * W + cols) * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc,
-             mask=mask_w[:, None] & mask_d[None, :])
+    _store_gx(gx_base, sgx_l, sgx_d, r * W + cols, mask_w, (cols < 0) | (BOTTOM & (H == 1)),
+              offs_d, mask_d, acc)
 
 
 @triton.jit
 def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, row_end,
                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
-                   BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Left or right column c_edge, rows [row0, row_end): g_x = sum_k w_k g_h in
+                   RIGHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Left (right) column c_edge, rows [row0, row_end): g_x = sum_k w_k g_h in
     the zero-padded row of tap k's preimage, summed over its other columns E_j;
-    plus what the top and bottom rows stored in the corners."""
+    plus what the top and bottom rows stored in the corners. Only the 9 taps
+    with dx < 0 (dx > 0) have such columns; with W = 1 the right call adds to
+    the left one's."""
     rows = row0 + tl.arange(0, BLOCK_R)
     mask_r = rows < row_end
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for t in range(1, NUM_TAPS):
+    for n in range(0, 9):
+        # 3x3 positions 0, 3, 6 (2, 5, 8) of dilation n // 3: folded k 0, 3, 5 (2, 4, 7)
+        m = n % 3
+        k = tl.where(RIGHT, 2 + 2 * m + (m == 2), 3 * m - (m == 2))
+        t = 1 + 8 * (n // 3) + k
         dy, dx = _tap_offset(t)
         jlo, jhi = _extra_interval(c_edge, W, dx)
         qi = rows - dy
@@ -316,7 +326,7 @@ def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, r
                                 mask_d, HAS_C)
         acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
     _store_gx(gx_base, sgx_l, sgx_d, rows * W + c_edge, mask_r,
-              (rows == 0) | (rows == H - 1), offs_d, mask_d, acc)
+              (rows == 0) | (rows == H - 1) | (RIGHT & (W == 1)), offs_d, mask_d, acc)
 
 
 @triton.jit
@@ -356,17 +366,24 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
     corner = (col0 == 0) | (col0 + BLOCK_W >= W)
     if row0 == 0:
         _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, row0, cols, mask_w, corner,
-                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
-    if (row_end == H) & (H > 1):
+                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_W, BLOCK_D)
+    if H == 1:
+        tl.debug_barrier()
+    if row_end == H:
         _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, H - 1, cols, mask_w,
-                    corner, H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_W, BLOCK_D)
+                    corner, H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_W,
+                    BLOCK_D)
     tl.debug_barrier()
     if col0 == 0:
         _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, col0, row0, row_end,
-                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_R, BLOCK_D)
-    if (W - 1 > 0) & (W - 1 < col0 + BLOCK_W):
+                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_R,
+                       BLOCK_D)
+    if W == 1:
+        tl.debug_barrier()
+    if W - 1 < col0 + BLOCK_W:
         _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, W - 1, row0, row_end,
-                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_R, BLOCK_D)
+                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_R,
+                       BLOCK_D)
     tl.debug_barrier()
     zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
     s0 = zero
