@@ -409,9 +409,9 @@ def step_sweep(args, out_dir):
     rows = [('defaults', '', f'{base:.3f}', '1.00')]
     choices = {'scan_block_l': (32, 64, 128), 'scan_block_d': (16, 32, 64),
                'scan_fwd_warps': (2, 4, 8), 'scan_bwd_warps': (4, 8),
-               'fusion_block_p': (32, 64, 128), 'fusion_block_d': (16, 32, 64),
-               'fusion_fwd_warps': (4, 8), 'fusion_bwd_block_p': (64, 128, 256),
-               'fusion_bwd_warps': (4, 8), 'ring_block_r': (2, 4, 8)}
+               'fusion_block_p': (16, 32, 64), 'fusion_block_d': (16, 32, 64),
+               'fusion_fwd_warps': (4, 8), 'fusion_bwd_block_p': (8, 16, 32),
+               'fusion_bwd_rows': (8, 16, 32), 'fusion_bwd_warps': (2, 4, 8)}
     if args.smoke:              # the plumbing only: two settings
         choices = {'scan_block_l': (32,), 'fusion_block_d': (16,)}
     for key, values in choices.items():

@@ -31,14 +31,12 @@ _DEFAULT_CONFIG = dict(
     scan_block_c=64,        # chunks per step of the carry pass (power of two)
     scan_fwd_warps=4,
     scan_bwd_warps=8,
-    fusion_block_p=64,      # pixels per stencil tile (power of two)
+    fusion_block_p=32,      # pixels per stencil tile (power of two)
     fusion_block_d=32,      # channels per stencil tile (power of two)
     fusion_fwd_warps=4,
-    fusion_bwd_block_p=128,  # pixels per backward stencil tile: fewer weight partials
-    fusion_bwd_warps=8,
-    ring_block_r=4,         # border pixels per program of the border kernel
-    ring_block_d=32,        # channels per program of the border kernel
-    ring_warps=4,
+    fusion_bwd_block_p=8,   # pixels per backward stencil tile: a row segment
+    fusion_bwd_rows=16,     # rows per backward program, walked tile by tile
+    fusion_bwd_warps=4,
     poison_outputs=False,   # fill outputs with NaN before launch (tests: unwritten
                             # elements then show up as NaN instead of stale values)
 )
@@ -139,6 +137,8 @@ def launch(kernel, grid, *args, reads=(), writes=(), **meta):
         callback(kernel, grid, args, meta, reads, writes)
     if _dry_run:
         return
+    if torch.version.hip is not None:
+        meta.pop('maxnreg', None)       # an NVIDIA option; Triton's AMD backend refuses it
     device = next(t.device for t in args if torch.is_tensor(t))
     guard = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
     with guard:

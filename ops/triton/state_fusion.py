@@ -18,18 +18,22 @@ of the 25 taps is a gather of BLOCK_P rows of BLOCK_D contiguous channels
 ``y = C h + Dskip u`` (fused SSM). The +-5-row halo of a tile is re-read from
 L1/L2.
 
-Backward. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
-- weights: ``S_k = sum_p g_h(p) x(clamp(p + off_k))`` (the forward's gathers),
-  one partial per pixel tile, summed by PyTorch, then ``g_kernels``, ``g_alpha``;
-- input: ``g_x(s) = sum_k w_k sum_{p: clamp(p + off_k) = s} g_h(p)``. Replicate
-  padding sends extra pixels only to the outermost ring of the image, so the
-  main kernel computes the zero-padded transpose ``sum_k w_k g_h(s - off_k)``
-  off the ring, and ``_fusion_bwd_ring_kernel`` the ring exactly: for ring pixel
-  (i, j) and offset (dy, dx) the preimage is a rectangle of at most
-  (|dy| + 1) x (|dx| + 1) pixels; the kernel holds all 25 taps of a tile of
-  ring pixels at once and walks the 36 positions of the largest rectangle, so
-  its dependent chain is 36 steps at any image size; work proportional to
-  the perimeter. No atomics: deterministic.
+Backward, one launch. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
+- weights: ``S_k = sum_p g_h(p) x(clamp(p + off_k))`` (the forward's gathers);
+- input: ``g_x(s) = sum_k w_k sum_{p: clamp(p + off_k) = s} g_h(p)``.
+A program owns BLOCK_W columns x ``fusion_bwd_rows`` rows x BLOCK_D channels and
+walks them one row segment at a time. Each thread keeps its own partial of every
+S_k (25 accumulators of its few elements), so the loop has no reduction across
+threads; the 25 sums are reduced across the program once, at its end, and over
+programs by PyTorch. g_x: the zero-padded transpose ``sum_k w_k g_h(s - off_k)``
+in the loop, for every pixel. Replicate padding sends more preimage pixels to
+the outermost ring only: per axis, the preimage of s under offset d is an
+interval (``_interval``), e.g. rows ``[0, -d]`` for the top row, one row off
+the border. Before its loop, a program holding a border stores what the
+zero-padded transpose leaves out there (top and bottom rows: the other rows of
+the 9 taps pointing out of the image; left and right columns: the other
+columns), and the loop adds its sums to those pixels. The border reads the g_h
+the loop reads (no second pass over memory). No atomics: deterministic.
 """
 import torch
 import triton
@@ -41,7 +45,7 @@ from ._common import (block, check_launchable, launch, new_output, sequence_view
                       strides)
 from ._common import _config as config
 
-NUM_TAPS = 25
+NUM_TAPS = tl.constexpr(25)
 
 
 def fold_tap_weights(kernels, alpha):
@@ -94,15 +98,15 @@ def _pixel_tile(D, W, L, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
 @triton.jit
 def _gather(base, pix, sl, offs_d, sd, mask):
     """(BLOCK_P, BLOCK_D) tile of a (batch, L, D) operand at pixels ``pix``."""
-    return tl.load(base + pix.to(tl.int64)[:, None] * sl + offs_d[None, :] * sd,
+    return tl.load(base + (pix * sl)[:, None] + (offs_d * sd)[None, :],
                    mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _fwd_tap(acc, x_base, sx_l, sx_d, w_ptr, row, col, H, W, D, offs_d, mask_d, mask,
-             TAP: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr):
+             TAP: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr, BLOCK_D: tl.constexpr):
     src = _clamp(row + DY, H - 1) * W + _clamp(col + DX, W - 1)
-    w = tl.load(w_ptr + TAP * D + offs_d, mask=mask_d, other=0.0)
+    w = tl.load(w_ptr + TAP * BLOCK_D)
     return acc + _gather(x_base, src, sx_l, offs_d, sx_d, mask) * w[None, :]
 
 
@@ -115,165 +119,346 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
     pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
         D, W, L, BLOCK_P, BLOCK_D)
     x_base = x_ptr + b * sx_b
+    w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     acc = _fwd_tap(acc, x_base, sx_l, sx_d, w_ptr, row, col, H, W, D, offs_d, mask_d,
-                   mask, 0, 0, 0)
+                   mask, 0, 0, 0, BLOCK_D)
     for DI in tl.static_range(3):
         for K in tl.static_range(8):
             # non-centre tap K of dilation 2 DI + 1: 3x3 position K + K // 4
             acc = _fwd_tap(acc, x_base, sx_l, sx_d, w_ptr, row, col, H, W, D, offs_d,
                            mask_d, mask, 1 + 8 * DI + K,
                            ((K + K // 4) // 3 - 1) * (2 * DI + 1),
-                           ((K + K // 4) % 3 - 1) * (2 * DI + 1))
+                           ((K + K // 4) % 3 - 1) * (2 * DI + 1), BLOCK_D)
     if READOUT:
-        c = tl.load(c_ptr + b * sc_b + offs_p.to(tl.int64) * sc_l, mask=mask_p,
+        c = tl.load(c_ptr + b * sc_b + offs_p * sc_l, mask=mask_p,
                     other=0.0).to(tl.float32)
         u = _gather(u_ptr + b * su_b, offs_p, su_l, offs_d, su_d, mask)
         dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
         acc = acc * c[:, None] + u * dskip[None, :]
-    out = out_ptr + b * so_b + offs_p.to(tl.int64)[:, None] * so_l + offs_d[None, :] * so_d
+    out = out_ptr + b * so_b + (offs_p * so_l)[:, None] + (offs_d * so_d)[None, :]
     tl.store(out, acc, mask=mask)
 
 
 @triton.jit
-def _bwd_tap(acc_h, acc_gx, gh_own, x_base, g_base, c_base, w_ptr, s_ptr,
-             sx_l, sx_d, sg_l, sg_d, sc_l, row, col, offs_p, H, W, D, offs_d, mask_d,
-             mask_p, mask, HAS_C: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
-             DX: tl.constexpr):
-    w = tl.load(w_ptr + TAP * D + offs_d, mask=mask_d, other=0.0)
-    # weights and (fused op) h: gather x at the clamped source of this tap
-    src = _clamp(row + DY, H - 1) * W + _clamp(col + DX, W - 1)
-    xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
-    tl.store(s_ptr + TAP * D + offs_d, tl.sum(gh_own * xs, axis=0), mask=mask_d)
+def _interval(s, n, d):
+    """The pixels p of an axis of n pixels with clamp(p + d) = s: the interval
+    [lo, hi], empty when lo > hi (s may be a scalar or a vector)."""
+    lo = tl.maximum(tl.where(s == 0, 0, s - d), 0)
+    hi = tl.minimum(tl.where(s == n - 1, n - 1, s - d), n - 1)
+    return lo, hi
+
+
+@triton.jit
+def _extra_interval(s, n, d):
+    """:func:`_interval` less s - d, the pixel the zero-padded transpose counts
+    (when it lies in the interval it is one of its ends)."""
+    lo, hi = _interval(s, n, d)
+    q = s - d
+    return tl.where((q == lo) & (q != hi), lo + 1, lo), tl.where(q == hi, hi - 1, hi)
+
+
+@triton.jit
+def _gather_gh(g_base, c_base, pix, pmask, sg_l, sg_d, sc_l, offs_d, mask_d,
+               HAS_C: tl.constexpr):
+    """(pixels, BLOCK_D) tile of g_h at pixels ``pix``: g, times C when HAS_C."""
+    v = _gather(g_base, pix, sg_l, offs_d, sg_d, pmask[:, None] & mask_d[None, :])
     if HAS_C:
-        acc_h += xs * w[None, :]
-    # input, zero-padded transpose: the pixel whose tap lands here, if it exists
-    r = row - DY
-    c = col - DX
-    valid = mask_p & (r >= 0) & (r < H) & (c >= 0) & (c < W)
-    dst = offs_p - (DY * W + DX)
-    gs = _gather(g_base, dst, sg_l, offs_d, sg_d, valid[:, None] & mask_d[None, :])
+        v *= tl.load(c_base + pix * sc_l, mask=pmask,
+                     other=0.0).to(tl.float32)[:, None]
+    return v
+
+
+@triton.jit
+def _bwd_tap(acc_gx, acc_h, s_k, gh_own, x_base, g_base, c_base, w_ptr, r, cols, mask_w,
+             H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d, mask,
+             HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
+             DX: tl.constexpr,
+             BLOCK_D: tl.constexpr):
+    """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) (and
+    h += w x(...) when HAS_C), g_x += w g_h(p - off) zero-padded."""
+    w = tl.load(w_ptr + TAP * BLOCK_D)[None, :]
+    src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
+    if EVEN:    # no pixel or channel past the image: the clamped source is in it
+        xs = tl.load(x_base + (src * sx_l)[:, None] + (offs_d * sx_d)[None, :])
+        xs = xs.to(tl.float32)
+    else:
+        xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
+    s_k += gh_own * xs
     if HAS_C:
-        gs *= tl.load(c_base + dst.to(tl.int64) * sc_l, mask=valid,
-                      other=0.0).to(tl.float32)[:, None]
-    acc_gx += gs * w[None, :]
-    return acc_h, acc_gx
+        acc_h += xs * w
+    qi = r - DY
+    qj = cols - DX
+    valid = mask_w & (qi >= 0) & (qi < H) & (qj >= 0) & (qj < W)
+    acc_gx += _gather_gh(g_base, c_base, qi * W + qj, valid, sg_l, sg_d, sc_l, offs_d,
+                         mask_d, HAS_C) * w
+    return acc_gx, acc_h, s_k
+
+
+@triton.jit
+def _bwd_dilation(acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, g_base,
+                  c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                  offs_d, mask_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                  DI: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
+    T: tl.constexpr = 1 + 8 * DI
+    d: tl.constexpr = 2 * DI + 1
+    acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T, -d, -d,
+                                 BLOCK_D)
+    acc_gx, acc_h, s1 = _bwd_tap(acc_gx, acc_h, s1, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 1, -d, 0,
+                                 BLOCK_D)
+    acc_gx, acc_h, s2 = _bwd_tap(acc_gx, acc_h, s2, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 2, -d, d,
+                                 BLOCK_D)
+    acc_gx, acc_h, s3 = _bwd_tap(acc_gx, acc_h, s3, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 3, 0, -d,
+                                 BLOCK_D)
+    acc_gx, acc_h, s4 = _bwd_tap(acc_gx, acc_h, s4, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 4, 0, d,
+                                 BLOCK_D)
+    acc_gx, acc_h, s5 = _bwd_tap(acc_gx, acc_h, s5, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 5, d, -d,
+                                 BLOCK_D)
+    acc_gx, acc_h, s6 = _bwd_tap(acc_gx, acc_h, s6, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 6, d, 0,
+                                 BLOCK_D)
+    acc_gx, acc_h, s7 = _bwd_tap(acc_gx, acc_h, s7, gh_own, x_base, g_base, c_base, w_ptr,
+                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
+                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 7, d, d,
+                                 BLOCK_D)
+    return acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@triton.jit
+def _store_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, D, offs_d, mask_d,
+                T: tl.constexpr):
+    """Taps T..T+7 of this program's weight sums, reduced over its pixels once."""
+    tl.store(s_ptr + T * D + offs_d, tl.sum(s0, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 1) * D + offs_d, tl.sum(s1, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 2) * D + offs_d, tl.sum(s2, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 3) * D + offs_d, tl.sum(s3, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 4) * D + offs_d, tl.sum(s4, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 5) * D + offs_d, tl.sum(s5, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 6) * D + offs_d, tl.sum(s6, axis=0), mask=mask_d)
+    tl.store(s_ptr + (T + 7) * D + offs_d, tl.sum(s7, axis=0), mask=mask_d)
+
+
+@triton.jit
+def _store_gx(gx_base, sgx_l, sgx_d, pix, pmask, prior, offs_d, mask_d, acc):
+    """g_x[pix] = acc, plus the value this program stored there before where
+    ``prior`` (a border pixel)."""
+    out = gx_base + (pix * sgx_l)[:, None] + (offs_d * sgx_d)[None, :]
+    mask = pmask[:, None] & mask_d[None, :]
+    acc += tl.load(out, mask=mask & prior[:, None], other=0.0).to(tl.float32)
+    tl.store(out, acc, mask=mask)
+
+
+@triton.jit
+def _tap_offset(t):
+    """(dy, dx) of non-centre tap t (1..24) of the folded order, at run time."""
+    dilation = 2 * ((t - 1) // 8) + 1
+    pos = (t - 1) % 8 + ((t - 1) % 8) // 4
+    return (pos // 3 - 1) * dilation, (pos % 3 - 1) * dilation
+
+
+@triton.jit
+def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, corner, H,
+                W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+                BOTTOM: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Top (bottom) row r: g_x = sum_k w_k g_h summed over the rows E_i of tap k's
+    preimage other than the zero-padded one, times its columns P_j (one column,
+    up to |dx| + 1 in the corners, when ``corner``: the tile holds one). Only the
+    9 taps with dy < 0 (dy > 0) have such rows; with H = 1 the bottom call adds
+    to the top one's."""
+    acc = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
+    for n in range(0, 9):
+        # 3x3 positions 0, 1, 2 (6, 7, 8) of dilation n // 3
+        t = 1 + 8 * (n // 3) + n % 3 + 5 * BOTTOM
+        dy, dx = _tap_offset(t)
+        ilo, ihi = _extra_interval(r, H, dy)
+        jlo, jhi = _interval(cols, W, dx)
+        n_j = tl.where(corner, tl.abs(dx) + 1, 1)
+        extra = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
+        for i in range(ilo, ihi + 1):
+            for e in range(0, n_j):
+                extra += _gather_gh(g_base, c_base, i * W + jlo + e,
+                                    mask_w & (jlo + e <= jhi), sg_l, sg_d, sc_l, offs_d,
+                                    mask_d, HAS_C)
+        acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
+    _store_gx(gx_base, sgx_l, sgx_d, r * W + cols, mask_w, (cols < 0) | (BOTTOM & (H == 1)),
+              offs_d, mask_d, acc)
+
+
+@triton.jit
+def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, row_end,
+                   H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+                   RIGHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Left (right) column c_edge, rows [row0, row_end): g_x = sum_k w_k g_h in
+    the zero-padded row of tap k's preimage, summed over its other columns E_j;
+    plus what the top and bottom rows stored in the corners. Only the 9 taps
+    with dx < 0 (dx > 0) have such columns; with W = 1 the right call adds to
+    the left one's."""
+    rows = row0 + tl.arange(0, BLOCK_R)
+    mask_r = rows < row_end
+    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    for n in range(0, 9):
+        # 3x3 positions 0, 3, 6 (2, 5, 8) of dilation n // 3: folded k 0, 3, 5 (2, 4, 7)
+        m = n % 3
+        k = tl.where(RIGHT, 2 + 2 * m + (m == 2), 3 * m - (m == 2))
+        t = 1 + 8 * (n // 3) + k
+        dy, dx = _tap_offset(t)
+        jlo, jhi = _extra_interval(c_edge, W, dx)
+        qi = rows - dy
+        valid = mask_r & (qi >= 0) & (qi < H)
+        extra = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+        for j in range(jlo, jhi + 1):
+            extra += _gather_gh(g_base, c_base, qi * W + j, valid, sg_l, sg_d, sc_l, offs_d,
+                                mask_d, HAS_C)
+        acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
+    _store_gx(gx_base, sgx_l, sgx_d, rows * W + c_edge, mask_r,
+              (rows == 0) | (rows == H - 1) | (RIGHT & (W == 1)), offs_d, mask_d, acc)
 
 
 @triton.jit
 def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_ptr,
-                       D, H, W, L, n_ptiles, n_dblocks,
+                       D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
                        sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
-                       HAS_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
-    """g_x off the border ring; per-tile partials of S (and of g_C when HAS_C).
+                       HAS_C: tl.constexpr, EVEN: tl.constexpr, BLOCK_W: tl.constexpr,
+                       BLOCK_D: tl.constexpr,
+                       BLOCK_R: tl.constexpr):
+    """g_x exactly, per-program weight sums S (and g_C partials when HAS_C).
 
+    Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row.
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
     """
-    pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
-        D, W, L, BLOCK_P, BLOCK_D)
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    strip = pid % n_strips
+    row0 = (pid // n_strips) * ROWS
+    row_end = tl.minimum(row0 + ROWS, H)
+    col0 = strip * BLOCK_W
+    cols = col0 + tl.arange(0, BLOCK_W)
+    mask_w = cols < W
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    mask = mask_w[:, None] & mask_d[None, :]
     x_base = x_ptr + b * sx_b
     g_base = g_ptr + b * sg_b
     c_base = c_ptr + b * sc_b
-    g_own = _gather(g_base, offs_p, sg_l, offs_d, sg_d, mask)
-    gh_own = g_own
-    if HAS_C:
-        c_own = tl.load(c_base + offs_p.to(tl.int64) * sc_l, mask=mask_p,
-                        other=0.0).to(tl.float32)
-        gh_own = g_own * c_own[:, None]
-    s_ptr = s_part_ptr + (b * n_ptiles + pid_p) * (25 * D)
-    acc_h = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    acc_gx = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    acc_h, acc_gx = _bwd_tap(acc_h, acc_gx, gh_own, x_base, g_base, c_base, w_ptr, s_ptr,
-                             sx_l, sx_d, sg_l, sg_d, sc_l, row, col, offs_p, H, W, D,
-                             offs_d, mask_d, mask_p, mask, HAS_C, 0, 0, 0)
-    for DI in tl.static_range(3):
-        for K in tl.static_range(8):
-            acc_h, acc_gx = _bwd_tap(acc_h, acc_gx, gh_own, x_base, g_base, c_base,
-                                     w_ptr, s_ptr, sx_l, sx_d, sg_l, sg_d, sc_l, row,
-                                     col, offs_p, H, W, D, offs_d, mask_d, mask_p, mask,
-                                     HAS_C, 1 + 8 * DI + K,
-                                     ((K + K // 4) // 3 - 1) * (2 * DI + 1),
-                                     ((K + K // 4) % 3 - 1) * (2 * DI + 1))
-    inner = (row > 0) & (row < H - 1) & (col > 0) & (col < W - 1)   # not on the ring
-    tl.store(gx_ptr + b * sgx_b + offs_p.to(tl.int64)[:, None] * sgx_l
-             + offs_d[None, :] * sgx_d, acc_gx, mask=mask & inner[:, None])
-    if HAS_C:
-        gc = tl.sum(g_own * acc_h, axis=1)
-        tl.store(gc_part_ptr + (b * n_dblocks + pid_d) * L + offs_p, gc, mask=mask_p)
-
-
-@triton.jit
-def _fusion_bwd_ring_kernel(w_ptr, g_ptr, c_ptr, gx_ptr, D, H, W, R,
-                            sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
-                            HAS_C: tl.constexpr,
-                            BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """g_x on the border ring, exactly. Ring index r < R = 2W + 2H enumerates the
-    top row, bottom row, left column, right column (corners twice: same value).
-
-    All 25 taps at once, on a (BLOCK_R, 32, BLOCK_D) tile (taps 25..31
-    masked): for ring pixel (p, q) and tap offset (dy, dx), the pixels whose
-    tap lands on (p, q) are the rectangle rows [lo_i, hi_i] x columns
-    [lo_j, hi_j], at most 6 x 6; the loop walks its 36 positions.
-    """
-    pid_r = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    mask_r = offs_r < R
-    top = offs_r < W
-    bottom = (offs_r >= W) & (offs_r < 2 * W)
-    left = (offs_r >= 2 * W) & (offs_r < 2 * W + H)
-    p = tl.where(top, 0, tl.where(bottom, H - 1,
-                                  tl.where(left, offs_r - 2 * W, offs_r - 2 * W - H)))
-    q = tl.where(top, offs_r, tl.where(bottom, offs_r - W, tl.where(left, 0, W - 1)))
-    p = _clamp(p, H - 1)[:, None]
-    q = _clamp(q, W - 1)[:, None]
-    # the folded tap order: 0 = centre, 1 + 8 i + k = k-th non-centre position
-    # (0..8 without 4) of dilation 2 i + 1
-    tap = tl.arange(0, 32)
-    valid_tap = tap < 25
-    not_centre = tl.minimum(tap, 1)
-    t = tap - not_centre
-    dilation = (2 * (t // 8) + 1) * not_centre
-    pos = t % 8 + (t % 8) // 4
-    dy = ((pos // 3 - 1) * dilation)[None, :]
-    dx = ((pos % 3 - 1) * dilation)[None, :]
-    lo_i = tl.maximum(tl.where(p == 0, 0, p - dy), 0)           # (BLOCK_R, 32)
-    hi_i = tl.minimum(tl.where(p == H - 1, H - 1, p - dy), H - 1)
-    lo_j = tl.maximum(tl.where(q == 0, 0, q - dx), 0)
-    hi_j = tl.minimum(tl.where(q == W - 1, W - 1, q - dx), W - 1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
-    live = mask_r[:, None] & valid_tap[None, :]
-    g_base = g_ptr + b * sg_b
-    c_base = c_ptr + b * sc_b
-    total = tl.zeros([BLOCK_R, 32, BLOCK_D], dtype=tl.float32)
-    for ei in range(0, 6):
-        i = lo_i + ei
-        for ej in range(0, 6):
-            j = lo_j + ej
-            m = live & (i <= hi_i) & (j <= hi_j)
-            src = (i * W + j).to(tl.int64)
-            v = tl.load(g_base + src[:, :, None] * sg_l + offs_d[None, None, :] * sg_d,
-                        mask=m[:, :, None] & mask_d[None, None, :], other=0.0)
-            v = v.to(tl.float32)
-            if HAS_C:
-                v *= tl.load(c_base + src * sc_l, mask=m, other=0.0).to(tl.float32)[:, :, None]
-            total += v
-    w = tl.load(w_ptr + tap[:, None] * D + offs_d[None, :],
-                mask=valid_tap[:, None] & mask_d[None, :], other=0.0)
-    acc = tl.sum(total * w[None, :, :], axis=1)
-    out = gx_ptr + b * sgx_b + (p * W + q).to(tl.int64) * sgx_l + offs_d[None, :] * sgx_d
-    tl.store(out, acc, mask=mask_r[:, None] & mask_d[None, :])
+    gx_base = gx_ptr + b * sgx_b
+    w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
+    gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
+    # The border first: each border pixel's preimage pixels other than its
+    # zero-padded one (top and bottom rows: rows E_i x columns P_j; left and right
+    # columns: row q_i x columns E_j; corners both), stored for the loop below to
+    # add to (other threads: hence the barriers).
+    corner = (col0 == 0) | (col0 + BLOCK_W >= W)
+    if row0 == 0:
+        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, row0, cols, mask_w, corner,
+                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_W, BLOCK_D)
+    if H == 1:
+        tl.debug_barrier()
+    if row_end == H:
+        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, H - 1, cols, mask_w,
+                    corner, H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_W,
+                    BLOCK_D)
+    tl.debug_barrier()
+    if col0 == 0:
+        _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, col0, row0, row_end,
+                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_R,
+                       BLOCK_D)
+    if W == 1:
+        tl.debug_barrier()
+    if W - 1 < col0 + BLOCK_W:
+        _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, W - 1, row0, row_end,
+                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_R,
+                       BLOCK_D)
+    tl.debug_barrier()
+    zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
+    s0 = zero
+    s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
+    s9, s10, s11, s12, s13, s14, s15, s16 = zero, zero, zero, zero, zero, zero, zero, zero
+    s17, s18, s19, s20, s21, s22, s23, s24 = zero, zero, zero, zero, zero, zero, zero, zero
+    for r in range(row0, row_end):
+        pix = r * W + cols
+        g_own = _gather(g_base, pix, sg_l, offs_d, sg_d, mask)
+        gh_own = g_own
+        if HAS_C:
+            gh_own = g_own * tl.load(c_base + pix * sc_l, mask=mask_w,
+                                     other=0.0).to(tl.float32)[:, None]
+        acc_gx = zero
+        acc_h = zero
+        acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base,
+                                     w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l,
+                                     sg_d, sc_l, offs_d, mask_d, mask, HAS_C, EVEN, 0, 0, 0,
+                                     BLOCK_D)
+        acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
+            acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, g_base, c_base,
+            w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d,
+            mask, HAS_C, EVEN, 0, BLOCK_D)
+        acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
+            acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, g_base,
+            c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
+            mask_d, mask, HAS_C, EVEN, 1, BLOCK_D)
+        acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
+            acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, g_base,
+            c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
+            mask_d, mask, HAS_C, EVEN, 2, BLOCK_D)
+        _store_gx(gx_base, sgx_l, sgx_d, pix, mask_w,
+                  (r == 0) | (r == H - 1) | (cols == 0) | (cols == W - 1), offs_d, mask_d,
+                  acc_gx)
+        if HAS_C:
+            # one lane per pixel stores, from the tile's own layout (no shuffle
+            # through shared memory)
+            gc = tl.sum(g_own * acc_h, axis=1, keep_dims=True) + zero
+            tl.store(gc_base + pix[:, None] + 0 * offs_d[None, :], gc,
+                     mask=mask_w[:, None] & (offs_d == pid_d * BLOCK_D)[None, :])
+    s_ptr = s_part_ptr + (b * n_tiles + pid) * (25 * D)
+    tl.store(s_ptr + offs_d, tl.sum(s0, axis=0), mask=mask_d)
+    _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
+    _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
+    _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
 
 
 # ----------------------------------------------------------------------- launchers
+
+def per_block(weights, block_d):
+    """(25, D) weights as (channel blocks, 25, block_d), zero-padded: a program
+    finds tap k's weights at a constant offset from its block's."""
+    taps, channels = weights.shape
+    n_blocks = triton.cdiv(channels, block_d)
+    padded = weights.new_zeros(taps, n_blocks * block_d)
+    padded[:, :channels] = weights
+    return padded.view(taps, n_blocks, block_d).transpose(0, 1).contiguous()
+
+
+def check_image_offsets(op_name, *views):
+    """The kernels index within one image in int32 (the batch offset is int64):
+    raise when an image of a (batch, L[, D]) view spans 2**31 elements or more."""
+    for t in views:
+        if t is not None and sum((n - 1) * abs(st) for n, st in
+                                 zip(t.shape[1:], t.stride()[1:])) >= 2 ** 31:
+            raise ValueError(f'{op_name}: an image of {tuple(t.shape)} spans 2**31 '
+                             f'elements or more; the Triton kernels index it in int32')
+
 
 def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     """Stencil of x ((batch, L, D) view) with folded weights (25, D) float32, into
     ``out`` ((batch, L, D) view). With C ((batch, L) view), u ((batch, L, D)) and
     Dskip (D,): the fused SSM readout ``C * stencil(x) + Dskip * u``."""
     check_launchable('state_fusion_triton', _fusion_fwd_kernel, x, weights)
+    check_image_offsets('state_fusion_triton', x, out, C, u)
     batch, length, channels = x.shape
     block_p = block('fusion_block_p', length)
     block_d = block('fusion_block_d', channels)
@@ -282,13 +467,24 @@ def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     u_arg = u if readout else x
     dskip = Dskip.detach().float().contiguous() if readout else weights
     grid = (triton.cdiv(length, block_p), triton.cdiv(channels, block_d), batch)
-    launch(_fusion_fwd_kernel, grid, x, weights, c_arg, u_arg, dskip, out,
+    launch(_fusion_fwd_kernel, grid, x, per_block(weights, block_d), c_arg, u_arg, dskip, out,
            channels, height, width, length, *strides(x),
            c_arg.stride(0) if readout else 0, c_arg.stride(1) if readout else 0,
            *strides(u_arg), *strides(out), READOUT=readout, BLOCK_P=block_p,
            BLOCK_D=block_d, num_warps=config['fusion_fwd_warps'],
            reads=(x, C, u), writes=(out,))
     return out
+
+
+def backward_register_cap():
+    """``maxnreg`` for the backward stencil on NVIDIA: the ptxas that Triton 3.7
+    and later bundle give it 168 registers and spill unless capped higher (192
+    then fits two blocks of 4 warps per SM without spilling); Triton 3.6's
+    ptxas spills under any cap, and uses 194 registers without one. Launched on
+    ROCm, ``launch`` drops the option."""
+    if tuple(int(v) for v in triton.__version__.split('.')[:2]) >= (3, 7):
+        return dict(maxnreg=192)
+    return {}
 
 
 def fusion_backward(g, x, weights, height, width, g_x, C=None):
@@ -305,46 +501,29 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
         (S (25, D) float32 weight sums, g_C (batch, L) float32 or None).
     """
     check_launchable('state_fusion_triton', _fusion_bwd_kernel, g, x, weights)
+    check_image_offsets('state_fusion_triton', g, x, g_x, C)
     batch, length, channels = x.shape
-    block_p = block('fusion_bwd_block_p', length)
+    block_w = block('fusion_bwd_block_p', width)
     block_d = block('fusion_block_d', channels)
-    n_ptiles, n_dblocks = triton.cdiv(length, block_p), triton.cdiv(channels, block_d)
+    rows = max(1, min(config['fusion_bwd_rows'], height))
+    n_strips, n_dblocks = triton.cdiv(width, block_w), triton.cdiv(channels, block_d)
+    n_tiles = n_strips * triton.cdiv(height, rows)
     has_c = C is not None
     dev = x.device
-    s_part = new_output((batch, n_ptiles, NUM_TAPS, channels), torch.float32, dev)
+    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
     gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
-    launch(_fusion_bwd_kernel, (n_ptiles, n_dblocks, batch),
-           x, weights, g, c_arg, g_x, s_part, gc_part if has_c else s_part,
-           channels, height, width, length, n_ptiles, n_dblocks,
+    launch(_fusion_bwd_kernel, (n_tiles, n_dblocks, batch),
+           x, per_block(weights, block_d), g, c_arg, g_x, s_part, gc_part if has_c else s_part,
+           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
            *strides(x), *strides(g), *c_strides, *strides(g_x),
-           HAS_C=has_c, BLOCK_P=block_p, BLOCK_D=block_d,
-           num_warps=config['fusion_bwd_warps'],
+           HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
+           BLOCK_W=block_w, BLOCK_D=block_d,
+           BLOCK_R=triton.next_power_of_2(rows), num_warps=config['fusion_bwd_warps'],
+           **backward_register_cap(),
            reads=(x, g, C), writes=(g_x, s_part, gc_part))
-    ring_length = 2 * (height + width)
-    ring_r = block('ring_block_r', ring_length)
-    ring_d = block('ring_block_d', channels)
-    # after the main kernel (same stream): both write g_x, on disjoint pixels
-    launch(_fusion_bwd_ring_kernel,
-           (triton.cdiv(ring_length, ring_r), triton.cdiv(channels, ring_d), batch),
-           weights, g, c_arg, g_x, channels, height, width, ring_length,
-           *strides(g), *c_strides, *strides(g_x),
-           HAS_C=has_c, BLOCK_R=ring_r, BLOCK_D=ring_d, num_warps=config['ring_warps'],
-           reads=_border_band(g, height, width, 6) + (
-               _border_band(C, height, width, 6) if has_c else ()),
-           writes=_border_band(g_x, height, width, 1))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
-
-
-def _border_band(t, height, width, depth):
-    """Views of the pixels of ``t`` ((batch, L, ...) view) within ``depth`` rows or
-    columns of the image border, each pixel once (the border kernel's traffic)."""
-    image = t.unflatten(1, (height, width))
-    top, left = min(depth, height), min(depth, width)
-    bottom, right = max(top, height - depth), max(left, width - depth)
-    return (image[:, :top], image[:, bottom:], image[:, top:bottom, :left],
-            image[:, top:bottom, right:])
 
 
 # ------------------------------------------------------------ op and autograd glue

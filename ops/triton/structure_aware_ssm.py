@@ -19,7 +19,7 @@ memory, no transposing copy:
 
 Backward:
 
-1. fusion transpose (``_fusion_bwd_kernel`` and the perimeter kernel): reads
+1. fusion transpose (``_fusion_bwd_kernel``, border included): reads
    g_y, C and the states, writes g_x = fusion^T(g_y C) (float32), per-tile sums
    for g_kernels / g_alpha and per-channel-block partials of g_C;
 2. adjoint scan summary, carry pass, adjoint scan: reads g_x twice, the states,

@@ -57,8 +57,7 @@ TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
 # Small blocks: several chunks of the scan, partial tiles, several channel blocks.
 SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, fusion_block_p=16,
-                    fusion_bwd_block_p=16, fusion_block_d=2, ring_block_r=8,
-                    ring_block_d=4)
+                    fusion_bwd_block_p=4, fusion_bwd_rows=2, fusion_block_d=2)
 
 
 @pytest.fixture(autouse=True)
@@ -174,10 +173,10 @@ def test_state_fusion_fp32(batch, channels, height, width):
                 FUSION_NAMES)
 
 
-def test_state_fusion_border_ring_split_over_programs():
-    """Small ring blocks: the border kernel's pixels spread over several programs."""
+def test_state_fusion_border_split_over_programs():
+    """One-pixel strips, one-row bands: every border pixel in its own program."""
     inputs = fusion_inputs(1, 3, 7, 8, torch.float32)
-    with override_config(**{**SMALL_BLOCKS, 'ring_block_r': 2, 'ring_block_d': 2}):
+    with override_config(**{**SMALL_BLOCKS, 'fusion_bwd_block_p': 1, 'fusion_bwd_rows': 1}):
         compare(state_fusion_triton, state_fusion_ref, inputs, torch.float32,
                 FUSION_NAMES)
 
@@ -268,7 +267,7 @@ def test_structure_aware_ssm_full_length_against_float64():
     inputs64 = [x.detach().double().requires_grad_() for x in inputs]
     grad = torch.randn(1, 2, stage1.height, stage1.width, dtype=torch.float64)
     with override_config(scan_block_l=256, scan_block_c=16, fusion_block_p=4096,
-                         fusion_bwd_block_p=4096, ring_block_r=128):
+                         fusion_bwd_block_p=512, fusion_bwd_rows=64):
         out = structure_aware_ssm_triton(*inputs, True)
         grads = torch.autograd.grad(out, inputs, grad.float())
     ref = structure_aware_ssm_torch(*inputs64, True)
@@ -346,7 +345,7 @@ def test_kernels_compile_for_sm90(tmp_path):
     for kernel, flag in [('_scan_chunk_kernel', 'FINAL'), ('_scan_bwd_chunk_kernel', 'FINAL'),
                          ('_scan_bwd_chunk_kernel', 'HAS_SKIP'),
                          ('_scan_carry_kernel', 'REVERSE'), ('_fusion_fwd_kernel', 'READOUT'),
-                         ('_fusion_bwd_kernel', 'HAS_C'), ('_fusion_bwd_ring_kernel', 'HAS_C')]:
+                         ('_fusion_bwd_kernel', 'HAS_C')]:
         assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
     assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
 

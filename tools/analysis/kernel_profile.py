@@ -38,12 +38,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TARGETS = {'sm_90a': ('cuda', 90, 32), 'gfx942': ('hip', 'gfx942', 64)}
 
-# Loops of each kernel's source, outermost first: trip count from the launch's
-# bound arguments (name -> value). Kernels not listed have no loop (their
-# ``tl.static_range`` taps are unrolled).
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _fusion_bwd_trips(a):
+    """The row walk (ROWS rows) is the main loop; the four border loops before
+    it run in the programs holding a border only: 9 taps x about 3 preimage
+    rows or columns each, in a fraction of the programs (the mean of the top
+    and bottom rows' 1 / row bands and the side columns' 1 / strips)."""
+    holding_border = (1 / _cdiv(a['H'], a['ROWS']) + 1 / a['n_strips']) / 2
+    return dict(main=[a['ROWS']], other=[9 * holding_border, 3])
+
+
+# Loops of each kernel's source: trip counts from the launch's bound arguments
+# (name -> value), outermost first; a list applies to every loop nest by depth,
+# a dict gives the largest nest (``main``) and the others (``other``, per-program
+# mean executions, fractional where only some programs enter them) their own.
+# Kernels not listed have no loop (their ``tl.static_range`` taps are unrolled).
 TRIP_COUNTS = {
-    '_scan_carry_kernel': lambda a: [-(-a['n_chunks'] // a['BLOCK_C'])],
-    '_fusion_bwd_ring_kernel': lambda a: [6, 6],
+    '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
+    '_fusion_bwd_kernel': _fusion_bwd_trips,
 }
 
 
@@ -109,6 +126,8 @@ def specialise(kernel, args, meta, target):
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
     backend = make_backend(target)
+    if target.backend != 'cuda':
+        meta = {k: v for k, v in meta.items() if k != 'maxnreg'}    # as ``launch`` does
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     kwargs = dict(meta)
     kwargs['debug'] = kwargs.get('debug', kernel.debug) or knobs.runtime.debug
@@ -146,7 +165,9 @@ def sass_stats(cubin, trip_counts=()):
     Loops: each backward branch closes a loop over [target, branch]; nested
     loops get the trip counts of ``trip_counts`` (outermost first) by depth
     (a source loop the compiler unrolled, innermost first, is already repeated
-    in the code); ``loops_matched`` says whether the depths agree.
+    in the code); as a dict ``{'main': [...], 'other': [...]}``, the top-level
+    nest with the most instructions gets ``main`` and every other nest
+    ``other``. ``loops_matched`` says whether the main depths agree.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -185,15 +206,29 @@ def sass_stats(cubin, trip_counts=()):
 
     def depth(address):
         return sum(1 for lo, hi in loops if lo <= address <= hi)
-    max_depth = max((depth(lo) for lo, _ in loops), default=0)
-    trips = list(trip_counts)[:max_depth] + [1] * max(0, max_depth - len(trip_counts))
+
+    def size(span):
+        return sum(1 for address, _, _ in body if span[0] <= address <= span[1])
+    nests = [span for span in loops if depth(span[0]) == 1]
+    main = max(nests, key=size, default=None)
+    per_nest = isinstance(trip_counts, dict)
+    main_trips = list(trip_counts['main'] if per_nest else trip_counts)
+    other_trips = list(trip_counts['other']) if per_nest else main_trips
+
+    def weight_of(address):
+        d = depth(address)
+        in_main = main is not None and main[0] <= address <= main[1]
+        trips = main_trips if in_main or d == 0 else other_trips
+        weight = 1
+        for trip in (trips + [1] * d)[:d]:
+            weight *= trip
+        return weight
+    max_depth = max((depth(lo) for lo, hi in loops
+                     if main is None or main[0] <= lo <= main[1]), default=0)
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
-        d = depth(address)
-        weight = 1
-        for trip in trips[:d]:
-            weight *= trip
+        weight = weight_of(address)
         dynamic += weight
         if op.startswith('BAR'):
             barriers += 1
@@ -209,8 +244,8 @@ def sass_stats(cubin, trip_counts=()):
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
                 dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
                 sass_loops=len(loops), loop_depth=max_depth,
-                loops_matched=max_depth == len(list(trip_counts)) or all(
-                    trip == 1 for trip in list(trip_counts)[max_depth:]))
+                loops_matched=max_depth == len(main_trips) or all(
+                    trip == 1 for trip in main_trips[max_depth:]))
 
 
 def amdgcn_stats(asm):

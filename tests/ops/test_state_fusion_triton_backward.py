@@ -1,0 +1,124 @@
+"""The Triton state-fusion backward: exact on every pixel whichever program holds it.
+
+One launch computes the input gradient, the border included: a program walks
+its rows, then the programs holding a border add the preimage pixels that
+replicate padding sends there. These tests split images into programs of every
+shape (one-pixel strips, one-row bands, strips and bands that end inside the
+five-pixel border) and compare with the float64 reference, for the state fusion
+alone and inside the fused SSM step (where g_h = g_y C and the kernel also
+returns the partials of g_C).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+pytest.importorskip('triton')
+
+from mmspatial.ops.state_fusion import state_fusion_ref  # noqa: E402
+from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_ref  # noqa: E402
+from mmspatial.ops.triton import (kernels_interpreted, override_config,  # noqa: E402
+                                  state_fusion_triton, structure_aware_ssm_triton)
+from mmspatial.ops.triton.state_fusion import check_image_offsets, per_block  # noqa: E402
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+if DEVICE == 'cpu' and not kernels_interpreted():
+    pytest.skip('ops.triton was imported with compiled kernels and there is no CUDA',
+                allow_module_level=True)
+
+
+def rel_err(out, ref):
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    assert torch.isfinite(out).all(), 'non-finite values'
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def fusion_grads(fn, x, kernels, alpha, g):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, kernels, alpha)]
+    out = fn(*leaves)
+    return (out, *torch.autograd.grad(out, leaves, g.to(out.dtype)))
+
+
+# (H, W, pixels per row segment, rows per program, channels): one-pixel strips
+# and one-row bands; strips and bands ending inside the border; images smaller
+# than the dilations; whole tiles only (the kernel then gathers x unmasked).
+SPLITS = [(7, 8, 1, 1, 3), (13, 11, 2, 3, 3), (12, 12, 4, 5, 3), (4, 3, 2, 2, 3),
+          (1, 6, 2, 1, 3), (6, 1, 1, 4, 3), (9, 8, 4, 4, 4)]
+
+
+@pytest.mark.parametrize('height,width,block_w,rows,channels', SPLITS)
+def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows, channels):
+    gen = torch.Generator().manual_seed(height * 100 + width)
+    x = torch.randn(2, channels, height, width, generator=gen, dtype=torch.float64)
+    kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
+    alpha = torch.randn(3, generator=gen, dtype=torch.float64)
+    g = torch.randn(2, channels, height, width, generator=gen, dtype=torch.float64)
+    ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
+    with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
+                         fusion_bwd_rows=rows, fusion_block_d=2):
+        out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
+                                                  for t in (x, kernels, alpha, g)))
+    for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
+        assert rel_err(o, r) < 2e-6, name
+
+
+@pytest.mark.parametrize('height,width,block_w,rows', [(9, 7, 2, 4), (5, 13, 4, 2)])
+def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows):
+    """The fused op's backward (C-weighted g_h, g_C partials) on split images."""
+    gen = torch.Generator().manual_seed(7)
+    shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
+                  C=(1, 1, height, width), kernels=(3, 3, 3, 3))
+    inputs = {k: torch.randn(*s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
+    inputs['A'] = -0.5 - torch.rand(3, 1, generator=gen, dtype=torch.float64)
+    inputs.update(Dskip=torch.randn(3, generator=gen, dtype=torch.float64),
+                  alpha=torch.randn(3, generator=gen, dtype=torch.float64),
+                  delta_bias=torch.randn(3, generator=gen, dtype=torch.float64))
+    names = ('u', 'delta', 'A', 'B', 'C', 'Dskip', 'kernels', 'alpha', 'delta_bias')
+    g = torch.randn(1, 3, height, width, generator=gen, dtype=torch.float64)
+
+    def run(fn, dtype, device):
+        leaves = [inputs[n].to(device, dtype).requires_grad_() for n in names]
+        y = fn(*leaves)
+        return (y, *torch.autograd.grad(y, leaves, g.to(device, y.dtype)))
+    ref = run(structure_aware_ssm_ref, torch.float64, 'cpu')
+    with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
+                         fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
+                         scan_block_d=2, scan_block_c=2):
+        out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
+    for name, o, r in zip(('y',) + names, out, ref):
+        assert rel_err(o, r) < 1e-5, name
+
+
+def test_backward_is_bitwise_deterministic():
+    """No atomics: the same inputs give the same bits, border pixels included."""
+    gen = torch.Generator().manual_seed(3)
+    x, g = (torch.randn(1, 2, 6, 7, generator=gen).to(DEVICE) for _ in range(2))
+    kernels, alpha = torch.randn(3, 2, 3, 3).to(DEVICE), torch.randn(3).to(DEVICE)
+    with override_config(fusion_bwd_block_p=2, fusion_bwd_rows=2, fusion_block_d=1):
+        first, second = (fusion_grads(state_fusion_triton, x, kernels, alpha, g)
+                         for _ in range(2))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_weights_per_channel_block():
+    """Tap k of channel block j at [j, k]; channels past D are zero weights."""
+    weights = torch.arange(25 * 5, dtype=torch.float32).view(25, 5)
+    blocked = per_block(weights, 2)
+    assert blocked.shape == (3, 25, 2) and blocked.is_contiguous()
+    assert torch.equal(blocked[1, 7], weights[7, 2:4])
+    assert torch.equal(blocked[2, :, 0], weights[:, 4])
+    assert (blocked[2, :, 1] == 0).all()
+
+
+def test_image_spanning_int32_is_refused():
+    """Offsets within an image are int32: a larger image gets a clear error."""
+    fine = torch.empty_strided((4, 2 ** 15, 2 ** 15), (2 ** 30, 2 ** 15, 1), device='meta')
+    check_image_offsets('op', fine, None)
+    huge = torch.empty_strided((1, 2 ** 16, 2 ** 16), (2 ** 32, 2 ** 16, 1), device='meta')
+    with pytest.raises(ValueError, match='2\\*\\*31'):
+        check_image_offsets('op', fine, huge)
