@@ -32,21 +32,14 @@ KERNELS = ('_scan_chunk_kernel', '_scan_carry_kernel', '_fusion_fwd_kernel',
 TRITONS = ('pinned', '3.6')
 TARGETS = ('sm_90a', 'gfx942')
 BUDGETS = ('spills', 'occupancy')
-# (kernel, triton, target, budget) that today's kernels break, and how
-KNOWN_BROKEN = {
+# (kernel, triton, target, budget) that the kernels break, and how: on the
+# reduced set none; in the full set (classification stages 2-3, whose widths
+# are not multiples of the backward's 8-column segments) one
+KNOWN_BROKEN_IN_FULL_SET = {
     ('_fusion_bwd_kernel', '3.6', 'sm_90a', 'spills'):
-        '255 registers and 96 B of spill stores at detection stage 1',
-    ('_fusion_bwd_kernel', '3.6', 'gfx942', 'spills'):
-        '256 VGPRs and about 1.3 KB of scratch at detection stage 1',
-    ('_fusion_bwd_kernel', 'pinned', 'sm_90a', 'occupancy'):
-        '202 registers x 8 warps: one block per SM',
-    ('_fusion_bwd_kernel', '3.6', 'sm_90a', 'occupancy'):
-        '255 registers x 8 warps: one block per SM',
-    ('_fusion_bwd_kernel', 'pinned', 'gfx942', 'occupancy'):
-        '159 VGPRs x 8 waves: one block per CU',
-    ('_fusion_bwd_kernel', '3.6', 'gfx942', 'occupancy'):
-        '256 VGPRs x 8 waves: one block per CU',
+        '255 registers and 4 B of spill stores at classification 224x224 b128 s2, s3',
 }
+KNOWN_BROKEN = KNOWN_BROKEN_IN_FULL_SET if FULL else {}
 RECORD_KEYS = {'kernel', 'pass', 'regime', 'triton', 'target', 'regs', 'spill_bytes',
                'smem_bytes', 'blocks_per_sm', 'instr_per_elem', 'bytes_per_elem', 'est_us'}
 
@@ -150,3 +143,25 @@ def test_missing_triton36_fails_where_the_triton_tests_are_required(tmp_path):
         text=True, timeout=600)
     assert result.returncode == 1, result.stdout[-2000:]
     assert 'run tools/setup_env.sh or set MMSPATIAL_TRITON36_PATH' in result.stdout
+
+
+def test_border_share_is_reported(report):
+    """The backward stencil's border loops are priced apart from its row walk."""
+    for triton in TRITONS:
+        shares = [v for (task, t), v in _border(report).items() if triton_label(t) == triton]
+        assert shares and all(0 < v['border_us'] < v['rest_us'] for v in shares)
+
+
+@pytest.mark.skipif(not FULL, reason='needs the classification regimes of the full set')
+@pytest.mark.xfail(strict=True, reason='the border loops sum the preimage rows and columns '
+                   'one by one: about 43 % of the rest of the stencil at classification b128')
+def test_border_budget_at_classification(report):
+    """At classification 224x224 batch 128, over the four stages, the border costs at
+    most 10 % of the rest of the backward stencil, on both tritons."""
+    shares = [v for (task, _), v in _border(report).items() if task.startswith('classif')]
+    assert len(shares) == len(TRITONS)
+    assert all(v['border_us'] <= 0.10 * v['rest_us'] for v in shares), shares
+
+
+def _border(report):
+    return {(b['task'], b['triton']): b for b in report['border']}

@@ -167,7 +167,9 @@ def sass_stats(cubin, trip_counts=()):
     (a source loop the compiler unrolled, innermost first, is already repeated
     in the code); as a dict ``{'main': [...], 'other': [...]}``, the top-level
     nest with the most instructions gets ``main`` and every other nest
-    ``other``. ``loops_matched`` says whether the main depths agree.
+    ``other`` (``other_loops_dynamic_instr``: their share, e.g. the border
+    loops of the fusion backward). ``loops_matched`` says whether the main
+    depths agree.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -225,11 +227,13 @@ def sass_stats(cubin, trip_counts=()):
         return weight
     max_depth = max((depth(lo) for lo, hi in loops
                      if main is None or main[0] <= lo <= main[1]), default=0)
-    dynamic = barriers = dynamic_barriers = 0
+    dynamic = barriers = dynamic_barriers = other_dynamic = 0
     spill_store = spill_load = 0
     for address, op, text in body:
         weight = weight_of(address)
         dynamic += weight
+        if depth(address) and not (main[0] <= address <= main[1]):
+            other_dynamic += weight
         if op.startswith('BAR'):
             barriers += 1
             dynamic_barriers += weight
@@ -242,7 +246,7 @@ def sass_stats(cubin, trip_counts=()):
     return dict(regs=int(res.get('REG', 0)), stack_bytes=int(res.get('STACK', 0)),
                 spill_bytes=spill_store, spill_load_bytes=spill_load,
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
-                dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
+                dynamic_instr=dynamic, other_loops_dynamic_instr=other_dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
                 sass_loops=len(loops), loop_depth=max_depth,
                 loops_matched=max_depth == len(main_trips) or all(
                     trip == 1 for trip in main_trips[max_depth:]))
