@@ -1,78 +1,27 @@
-"""Selective scan: the state recurrence of the SSM, returning every state.
+"""The ``'torch'`` backend of the selective scan: the chunked scan.
 
-    x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    x_{-1} = 0
+All chunks of the sequence advance in lockstep, then one carry per chunk: no
+Python loop over L. Same arguments and values as
+:func:`~.reference.selective_scan_ref`; the backward is hand-written (the
+adjoint scan, same algorithm).
 
-Shapes: u, delta (batch, D, L); A (D, N); B (batch, N, L); states (batch, D, N, L).
+Layout: the states are computed as (batch, L, D, N) in memory (returned as a
+(batch, D, N, L) view), so that every step of a chunk updates runs of D*N
+contiguous channels. A channels-last network passes such inputs and takes such
+outputs without any transpose; other inputs are transposed once, inside the
+first elementwise op that reads them.
 
-Three implementations: :func:`selective_scan_ref` (one step at a time, the
-specification), :func:`selective_scan_torch` (the ``'torch'`` backend: all
-chunks of the sequence advance in lockstep, then one carry per chunk; no Python
-loop over L) and the Triton kernels in ``ops/triton`` (``'triton'`` backend,
-imported only when chosen).
+Units: log2. ``exp2`` is cheaper than ``exp`` in PyTorch's CPU kernels
+(benchmarks/RESULTS.md); log2(e) folds into delta and its bias, ln(2) into B.
 """
 import math
 
 import torch
-import torch.nn.functional as F
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_scan_args
-from ._softplus import LN2, LOG2E, softplus_log2, softplus_log2_
-
-
-def _prepare_delta(delta, delta_bias, delta_softplus):
-    """Delta with the bias added and softplus applied, (batch, D, L).
-
-    In float32 (float64 when delta is float64, so that gradcheck can run).
-    """
-    delta = delta.to(compute_dtype(delta))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(delta.dtype)[None, :, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    return delta
-
-
-def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
-    """The recurrence as written, one step at a time, in float32.
-
-    Args:
-        u (Tensor): (batch, D, L) input.
-        delta (Tensor): (batch, D, L) step sizes before bias and softplus.
-        A (Tensor): (D, N) state matrix (negative for a stable scan).
-        B (Tensor): (batch, N, L) input matrix.
-        delta_bias (Tensor, optional): (D,) added to delta.
-        delta_softplus (bool): apply softplus to delta (after the bias).
-
-    Returns:
-        Tensor: (batch, D, N, L) float32 states (float64 for float64 inputs).
-    """
-    check_scan_args('selective_scan_ref', u, delta, A, B, delta_bias)
-    dtype = compute_dtype(u, delta, A, B, delta_bias)
-    delta = _prepare_delta(delta.to(dtype), delta_bias, delta_softplus)
-    u, A, B = u.to(dtype), A.to(dtype), B.to(dtype)
-    decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None])       # (b, D, N, L)
-    drive = (delta * u)[:, :, None, :] * B[:, None, :, :]               # (b, D, N, L)
-    state = torch.zeros_like(decay[..., 0])
-    states = []
-    for t in range(u.shape[-1]):
-        state = decay[..., t] * state + drive[..., t]
-        states.append(state)
-    return torch.stack(states, dim=-1)
-
-
-# ----------------------------------------------------------------- PyTorch path
-#
-# Layout: the states are computed as (batch, L, D, N) in memory (returned as a
-# (batch, D, N, L) view), so that every step of a chunk updates runs of D*N
-# contiguous channels. A channels-last network passes such inputs and takes such
-# outputs without any transpose; other inputs are transposed once, inside the
-# first elementwise op that reads them.
-#
-# Units: log2. exp2 is about 3x cheaper than exp in PyTorch's CPU kernels;
-# log2(e) folds into delta and its bias, ln(2) into B.
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_scan_args
+from .._softplus import LN2, LOG2E, softplus_log2, softplus_log2_
 
 CHUNK = None
 """Default ``chunk`` of :func:`selective_scan_torch`: ``None`` picks
@@ -408,16 +357,3 @@ def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
     chunk = resolve_chunk(chunk, u.shape[-1])
     return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
                                       chunk)
-
-
-def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
-                   backend=None):
-    """Selective scan dispatched to the chosen backend; see :func:`selective_scan_ref`.
-
-    ``backend``: ``'triton'``, ``'torch'`` or ``None`` (automatic, see ``ops._backend``).
-    """
-    backend = resolve_backend('selective_scan', backend, u.device)
-    if backend == 'triton':
-        from .triton import selective_scan_triton
-        return selective_scan_triton(u, delta, A, B, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, delta_bias, delta_softplus)

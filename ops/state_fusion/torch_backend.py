@@ -1,39 +1,16 @@
-"""Structure-aware state fusion (SASF): three dilated depthwise 3x3 stencils.
+"""The ``'torch'`` backend of the state fusion: the three replicate-padded
+depthwise convolutions, channels-last, with a hand-written backward.
 
-    h = alpha[0] * dw3x3_dil1(x) + alpha[1] * dw3x3_dil3(x) + alpha[2] * dw3x3_dil5(x)
-
-PyTorch conv2d (cross-correlation) semantics, one kernel per channel, replicate
-borders (indices clamped to the image). Shapes: x (batch, D, H, W); kernels
-(3, D, 3, 3), one per dilation; alpha (3,); output (batch, D, H, W).
+Same arguments and values as :func:`~.reference.state_fusion_ref`.
 """
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_fusion_args
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_fusion_args
+from .reference import DILATIONS
 
-DILATIONS = (1, 3, 5)
-
-
-def state_fusion_ref(x, kernels, alpha):
-    """Sum of the three replicate-padded dilated depthwise convolutions.
-
-    Computed in the promoted dtype of the inputs (float32 for float32 states).
-    """
-    check_fusion_args('state_fusion_ref', x, kernels, alpha)
-    channels = x.shape[1]
-    out = 0
-    for i, dilation in enumerate(DILATIONS):
-        padded = F.pad(x, (dilation,) * 4, mode='replicate')
-        weight = kernels[i].unsqueeze(1).to(x.dtype)                   # (D, 1, 3, 3)
-        out = out + alpha[i].to(x.dtype) * F.conv2d(
-            padded, weight, dilation=dilation, groups=channels)
-    return out
-
-
-# ----------------------------------------------------------------- PyTorch path
 
 def _channels_last(x):
     """x as a channels-last tensor with canonical strides (a view when it is one)."""
@@ -164,12 +141,3 @@ def state_fusion_torch(x, kernels, alpha):
     """
     check_fusion_args('state_fusion_torch', x, kernels, alpha)
     return StateFusionTorchFn.apply(x, kernels, alpha)
-
-
-def state_fusion(x, kernels, alpha, *, backend=None):
-    """State fusion dispatched to the chosen backend; see :func:`state_fusion_ref`."""
-    backend = resolve_backend('state_fusion', backend, x.device)
-    if backend == 'triton':
-        from .triton import state_fusion_triton
-        return state_fusion_triton(x, kernels, alpha)
-    return state_fusion_torch(x, kernels, alpha)

@@ -3,7 +3,7 @@
     h = alpha[0] dw3x3_dil1(x) + alpha[1] dw3x3_dil3(x) + alpha[2] dw3x3_dil5(x)
 
 replicate borders (clamped indices), conv2d cross-correlation. Operands are
-(batch, L, D) views of (batch, D, H, W) tensors (``_common.sequence_view``);
+(batch, L, D) views of (batch, D, H, W) tensors (``triton_launch.sequence_view``);
 kernels (3, D, 3, 3) for dilations 1, 3, 5; alpha (3,).
 
 Taps. The 27 taps have 25 distinct offsets (the three centres coincide).
@@ -37,9 +37,9 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ._common import (block, check_launchable, launch, new_output, sequence_view,
-                      strides)
-from ._common import _config as config
+from ..triton_launch import (block, check_launchable, launch, new_output, sequence_view,
+                             strides)
+from ..triton_launch import _config as config
 
 NUM_TAPS = 25
 
@@ -396,7 +396,7 @@ class StateFusionTritonFn(torch.autograd.Function):
 
 
 def state_fusion_triton(x, kernels, alpha):
-    """State fusion on Triton kernels; see ``ops.state_fusion.state_fusion_ref``.
+    """State fusion on Triton kernels; see ``ops.state_fusion.reference.state_fusion_ref``.
 
     Args:
         x (Tensor): (batch, D, H, W), float32 / bfloat16 / float16, any layout.

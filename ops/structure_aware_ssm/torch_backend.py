@@ -1,41 +1,18 @@
-"""The whole structure-aware SSM step: scan, state fusion, observation.
+"""The ``'torch'`` backend of the structure-aware SSM: the chunked scan, the
+channels-last fusion and the readout in one autograd Function.
 
-    x = selective_scan(u, delta, A, B)          # states, (batch, D, N, H*W)
-    h = state_fusion(x)                         # per state index n
-    y = sum_n C[n] * h[n] + Dskip * u
-
-Shapes: u, delta (batch, D, H, W); A (D, N); B, C (batch, N, H, W); Dskip (D,);
-kernels (3, D, 3, 3); alpha (3,); delta_bias (D,); y (batch, D, H, W) float32.
+Same arguments and values as :func:`~.reference.structure_aware_ssm_ref`; the
+backward recomputes the states and runs the readout, fusion and scan adjoints.
 """
 import torch
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_ssm_args
-from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
-                             selective_scan_ref)
-from .state_fusion import fusion_backward, fusion_forward, state_fusion_ref
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_ssm_args
+from ..selective_scan.torch_backend import (CHUNK, _grads_like, _scan_grads, _scan_states,
+                                            resolve_chunk)
+from ..state_fusion.torch_backend import fusion_backward, fusion_forward
 
-
-def structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
-                            delta_bias=None, delta_softplus=True):
-    """Reference composition of the three steps, in float32 (float64 inputs: float64)."""
-    check_ssm_args('structure_aware_ssm_ref', u, delta, A, B, C, Dskip, kernels, alpha,
-                   delta_bias)
-    batch, channels, height, width = u.shape
-    state_dim = A.shape[-1]
-    states = selective_scan_ref(u.flatten(2), delta.flatten(2), A, B.flatten(2),
-                                delta_bias, delta_softplus)
-    fused = state_fusion_ref(
-        states.reshape(batch, channels * state_dim, height, width),
-        kernels.repeat_interleave(state_dim, dim=1), alpha)
-    fused = fused.view(batch, channels, state_dim, height, width)
-    y = (fused * C.to(fused.dtype)[:, None]).sum(dim=2)
-    return y + Dskip.to(fused.dtype)[None, :, None, None] * u.to(fused.dtype)
-
-
-# ----------------------------------------------------------------- PyTorch path
 
 def _per_state(kernels, state_dim):
     """(3, D, 3, 3) kernels -> (3, D*N, 3, 3): each channel's kernel for all its states."""
@@ -189,24 +166,3 @@ def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bi
     chunk = resolve_chunk(chunk, u.shape[2] * u.shape[3])
     return StructureAwareSSMTorchFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,
                                           delta_bias, bool(delta_softplus), chunk)
-
-
-def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
-                        delta_bias=None, delta_softplus=True, *, backend=None):
-    """The fused SSM step, dispatched to the chosen backend.
-
-    See :func:`structure_aware_ssm_ref` for the definition. ``backend``:
-    ``'triton'``, ``'torch'``, ``'export'`` (the form ONNX holds, chosen by
-    itself while ``torch.onnx.export`` traces) or None (see ``ops._backend``).
-    """
-    backend = resolve_backend('structure_aware_ssm', backend, u.device)
-    if backend == 'export':
-        from .structure_aware_ssm_export import structure_aware_ssm_export
-        return structure_aware_ssm_export(u, delta, A, B, C, Dskip, kernels, alpha,
-                                          delta_bias, delta_softplus)
-    if backend == 'triton':
-        from .triton import structure_aware_ssm_triton
-        return structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
-                                          delta_bias, delta_softplus)
-    return structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                                     delta_softplus)
