@@ -218,15 +218,15 @@ def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
     return states.permute(0, 2, 3, 1)
 
 
-def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+def _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
     """Gradients of the scan from the gradient of its states (no autograd).
 
     Args:
-        grad (Tensor): (batch, D, N, L) gradient w.r.t. the states.
+        g_states (Tensor): (batch, D, N, L) gradient w.r.t. the states.
         states (Tensor): (batch, D, N, L) states from the forward.
 
     Returns:
-        tuple: (du, ddelta, dA, dB, ddelta_bias or None), (batch, D, L) ones as
+        tuple: (g_u, g_delta, g_A, g_B, g_bias or None), (batch, D, L) ones as
         views of (batch, L, D) tensors, in the compute dtype.
 
     The adjoint state ``lam_t = d loss / d drive_t`` obeys the same recurrence
@@ -243,43 +243,43 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     z2 = _scaled_delta(delta, delta_bias, dtype,
                        out=u.new_empty((batch, length, channels), dtype=dtype))
     dt2 = softplus_log2(z2) if delta_softplus else z2.clone()        # (b, L, D)
-    grad = grad.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
+    g_states = g_states.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
     states = states.to(dtype).permute(0, 3, 1, 2)
     lam, shifted_decay = _padded_operands((batch, length, channels, state_dim), steps,
                                           dtype, u.device)
-    lam[:, :length] = grad
+    lam[:, :length] = g_states
     # shifted_decay_t = decay_{t+1}; zero at L - 1 (nothing flows back from past L)
     torch.mul(dt2[:, 1:, :, None], A2, out=shifted_decay[:, :length - 1]).exp2_()
     shifted_decay[:, length - 1] = 0
     # d loss / d (delta*A)_t = lam_t * decay_t * x_{t-1}: the last two factors
     # before the reverse scan turns the decays into products
-    grad_log_decay = torch.empty_like(states)
-    grad_log_decay[:, 0] = 0
-    torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=grad_log_decay[:, 1:])
+    g_log_decay = torch.empty_like(states)
+    g_log_decay[:, 0] = 0
+    torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=g_log_decay[:, 1:])
     cols, padded = channels * state_dim, lam.shape[1]
     _scan_in_chunks(lam.view(batch, padded, cols), shifted_decay.view(batch, padded, cols),
                     steps, reverse=True)
     lam = lam[:, :length]
-    grad_log_decay.mul_(lam)
+    g_log_decay.mul_(lam)
     u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
     dt = dt2.mul_(LN2)                                              # natural units
     dt_u = torch.mul(dt, u_t)
     if state_dim == 1:                    # (b, L, D) views, no size-1 reductions
-        lam, grad_log_decay = lam[..., 0], grad_log_decay[..., 0]
-        grad_B = torch.mul(lam, dt_u).sum(2, keepdim=True).transpose(1, 2)
-        grad_A = torch.mul(grad_log_decay, dt, out=dt_u).sum((0, 1))[:, None]
+        lam, g_log_decay = lam[..., 0], g_log_decay[..., 0]
+        g_B = torch.mul(lam, dt_u).sum(2, keepdim=True).transpose(1, 2)
+        g_A = torch.mul(g_log_decay, dt, out=dt_u).sum((0, 1))[:, None]
         lam_b = lam.mul_(B_t)
-        grad_dt = grad_log_decay.mul_(A2[:, 0]).addcmul_(lam_b, u_t)
+        g_dt = g_log_decay.mul_(A2[:, 0]).addcmul_(lam_b, u_t)
     else:
-        grad_B = (lam * dt_u[:, :, :, None]).sum(2).transpose(1, 2)
-        grad_A = (grad_log_decay * dt[:, :, :, None]).sum((0, 1))
+        g_B = (lam * dt_u[:, :, :, None]).sum(2).transpose(1, 2)
+        g_A = (g_log_decay * dt[:, :, :, None]).sum((0, 1))
         lam_b = (lam * B_t[:, :, None, :]).sum(3)                    # (b, L, D)
-        grad_dt = (grad_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
-    grad_u = lam_b.mul_(dt)
+        g_dt = (g_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
+    g_u = lam_b.mul_(dt)
     if delta_softplus:
-        grad_dt.mul_(z2.mul_(LN2).sigmoid_())
-    grad_bias = grad_dt.sum((0, 1)) if delta_bias is not None else None
-    return (grad_u.transpose(1, 2), grad_dt.transpose(1, 2), grad_A, grad_B, grad_bias)
+        g_dt.mul_(z2.mul_(LN2).sigmoid_())
+    g_bias = g_dt.sum((0, 1)) if delta_bias is not None else None
+    return (g_u.transpose(1, 2), g_dt.transpose(1, 2), g_A, g_B, g_bias)
 
 
 def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
@@ -300,19 +300,19 @@ def _grads_like(inputs):
                  for x in inputs)
 
 
-def _scan_bwd_fake(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+def _scan_bwd_fake(g_states, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
     return _grads_like((u, delta, A, B, delta_bias))
 
 
 @custom_op('selective_scan_torch_bwd', _scan_bwd_fake)
-def _scan_bwd_op(grad: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
+def _scan_bwd_op(g_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
                  delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                  delta_bias: torch.Tensor | None, delta_softplus: bool,
                  chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                       torch.Tensor, torch.Tensor]:
-    """Gradients like the inputs (dtype, strides); an empty ddelta_bias when it is None."""
+    """Gradients like the inputs (dtype, strides); g_bias empty when delta_bias is None."""
     with no_autocast(u.device):
-        grads = _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus,
+        grads = _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus,
                             chunk)
         outs = _grads_like((u, delta, A, B, delta_bias))
         for out, g in zip(outs, grads):
@@ -336,14 +336,16 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         return states
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, g_states):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        du, ddelta, dA, dB, dbias = op_or_gradients(_scan_bwd_op, _scan_grads, u.device)(
-            grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
-        return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
+        backward = op_or_gradients(_scan_bwd_op, _scan_grads, u.device)
+        g_u, g_delta, g_A, g_B, g_bias = backward(
+            g_states, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
+        g_bias = g_bias if delta_bias is not None else None
+        return g_u, g_delta, g_A, g_B, g_bias, None, None
 
 
-def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
+def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
                          chunk=CHUNK):
     """The scan of :func:`selective_scan_ref`, chunked: no Python loop over L.
 

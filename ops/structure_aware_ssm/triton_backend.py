@@ -40,7 +40,8 @@ import torch
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_ssm_args
-from ..selective_scan.triton_backend import SelectiveScanTritonFn, scan_backward, scan_forward
+from ..selective_scan.triton_backend import (SelectiveScanTritonFn, scan_backward,
+                                             scan_forward)
 from ..state_fusion.triton_backend import (StateFusionTritonFn, fold_tap_weights,
                                            fusion_backward, fusion_forward, kernel_grads)
 from ..triton_launch import new_output, poison, sequence_view
