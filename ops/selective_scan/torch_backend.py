@@ -32,10 +32,9 @@ def default_chunk(length):
     """Steps per chunk for a sequence of ``length``: about sqrt(length), at least 8.
 
     The chunked scan issues two small PyTorch ops per step of a chunk and one
-    per chunk (the carries), so about sqrt(length) balances them; measured at
-    Spatial-Mamba-T's shapes (``tools/analysis/benchmark_ops.py --chunks``) it is within
-    the noise of the best fixed length at 56x56 and 28x28 and 10 % faster at
-    14x14 and 7x7 than 64 steps.
+    per chunk (the carries), so about sqrt(length) balances them; against
+    fixed lengths (``tools/analysis/benchmark_ops.py --chunks``):
+    benchmarks/RESULTS.md.
     """
     return max(8, math.isqrt(max(length, 1)))
 
@@ -161,9 +160,9 @@ def _new_states(u, A, dtype):
 
 
 # Elements of (batch, positions, D) per block of the elementwise work before the
-# scan, which bounds the scratch buffer of N > 1 to 4 MB in float32. Measured at
-# Spatial-Mamba-T's shapes, blocks of 2**15..2**17 elements were 5-20% slower
-# (more Python-level op calls) than one block, cache effects notwithstanding.
+# scan, which bounds the scratch buffer of N > 1 to 4 MB in float32. Smaller,
+# cache-sized blocks were slower (more Python-level op calls):
+# benchmarks/RESULTS.md.
 _BLOCK_ELEMENTS = 1 << 20
 
 
