@@ -200,21 +200,31 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, deca
             torch.mul(dt2[:, :, :, None], A2, out=decay).exp2_()
 
 
-def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
+def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
+    return _new_states(u, A, compute_dtype(u, delta, A, B, delta_bias))
+
+
+def _scan_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool,
+                 chunk: int) -> torch.Tensor:
     """(batch, D, N, L) states of the chunked scan, a view of a contiguous
-    (batch, L, D, N) tensor (as :func:`_new_states` makes)."""
+    (batch, L, D, N) tensor (as :func:`_new_states` makes); autocast off."""
     dtype = compute_dtype(u, delta, A, B, delta_bias)
     batch, channels, length = u.shape
     state_dim = A.shape[1]
     steps, _ = _chunking(length, chunk)
     drives, decays = _padded_operands((batch, length, channels, state_dim), steps, dtype,
                                       u.device)
-    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
-    padded, cols = drives.shape[1], channels * state_dim
-    _scan_in_chunks(drives.view(batch, padded, cols), decays.view(batch, padded, cols),
-                    steps)
+    with no_autocast(u.device):
+        _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
+        padded, cols = drives.shape[1], channels * state_dim
+        _scan_in_chunks(drives.view(batch, padded, cols),
+                        decays.view(batch, padded, cols), steps)
     states = drives if padded == length else drives[:, :length].contiguous()
     return states.permute(0, 2, 3, 1)
+
+
+_scan_fwd_op = custom_op('selective_scan_torch_fwd', _scan_fwd_fake)(_scan_states)
 
 
 def _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
@@ -279,18 +289,6 @@ def _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus, ch
         g_dt.mul_(z2.mul_(LN2).sigmoid_())
     g_bias = g_dt.sum((0, 1)) if delta_bias is not None else None
     return (g_u.transpose(1, 2), g_dt.transpose(1, 2), g_A, g_B, g_bias)
-
-
-def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
-    return _new_states(u, A, compute_dtype(u, delta, A, B, delta_bias))
-
-
-@custom_op('selective_scan_torch_fwd', _scan_fwd_fake)
-def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 delta_bias: torch.Tensor | None, delta_softplus: bool,
-                 chunk: int) -> torch.Tensor:
-    with no_autocast(u.device):
-        return _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk)
 
 
 def _grads_like(inputs):
