@@ -396,7 +396,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
 
 
 def selective_scan_triton(u, delta, A, B, delta_bias=None, delta_softplus=True):
-    """Selective scan on Triton kernels; see ``ops.selective_scan.reference.selective_scan_ref``.
+    """Selective scan on Triton kernels; see ``reference.selective_scan_ref``.
 
     Args:
         u, delta (Tensor): (batch, D, L), float32 / bfloat16 / float16, any strides.

@@ -407,7 +407,7 @@ class StateFusionTritonFn(torch.autograd.Function):
 
 
 def state_fusion_triton(x, kernels, alpha):
-    """State fusion on Triton kernels; see ``ops.state_fusion.reference.state_fusion_ref``.
+    """State fusion on Triton kernels; see ``reference.state_fusion_ref``.
 
     Args:
         x (Tensor): (batch, D, H, W), float32 / bfloat16 / float16, any layout.

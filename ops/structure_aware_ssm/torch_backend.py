@@ -159,7 +159,8 @@ def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bi
 
     y (batch, D, H, W) float32 (float64 for float64 inputs), channels-last in
     memory (``y.permute(0, 2, 3, 1)`` is contiguous). ``chunk``: target steps per
-    scan chunk (>= 2; None: about sqrt(H*W), see ``selective_scan.default_chunk``).
+    scan chunk (>= 2; None: about sqrt(H*W), see
+    ``selective_scan.torch_backend.default_chunk``).
     """
     check_ssm_args('structure_aware_ssm_torch', u, delta, A, B, C, Dskip, kernels, alpha,
                    delta_bias)

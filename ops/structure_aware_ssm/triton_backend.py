@@ -94,8 +94,7 @@ def ssm_backward(g_y: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """Gradients of (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias); u and
-    delta's in their layouts and dtypes, the rest contiguous in their dtypes
-    (an empty g_delta_bias of A's dtype when delta_bias is None)."""
+    delta's in their layouts and dtypes, the rest contiguous in their dtypes."""
     batch, channels, height, width = u.shape
     g_y_seq = sequence_view(g_y)
     g_x = new_output(states.shape, torch.float32, u.device)
@@ -139,8 +138,7 @@ class StructureAwareSSMTritonFn(torch.autograd.Function):
 
 def structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
                                delta_bias=None, delta_softplus=True):
-    """The SSM step on Triton kernels; see
-    ``ops.structure_aware_ssm.reference.structure_aware_ssm_ref``.
+    """The SSM step on Triton kernels; see ``reference.structure_aware_ssm_ref``.
 
     Returns:
         Tensor: y (batch, D, H, W) float32, channels-last in memory,
