@@ -1,7 +1,12 @@
-"""Operators of the structure-aware SSM (importable as ``mmspatial.ops``).
+"""Operators of the structure-aware SSM (the top-level ``ops/`` folder, installed
+as ``mmspatial.ops``).
 
-Each operator has a ``*_ref`` twin in plain PyTorch that states the math and is
-the reference every fast path is tested against.
+One package per operator (``selective_scan``, ``state_fusion``,
+``structure_aware_ssm``), each with its ``reference.py`` (the ``*_ref`` function
+in plain PyTorch that states the math, against which every fast path is
+tested), ``torch_backend.py``, ``triton_backend.py`` and, for the fused op,
+``export.py``; its ``__init__`` holds the public dispatcher. Which backend runs
+is decided in ``_backend.py``, from one table.
 """
 from .selective_scan import selective_scan, selective_scan_ref
 from .state_fusion import state_fusion, state_fusion_ref

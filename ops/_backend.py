@@ -7,7 +7,12 @@ argument, then the environment variable ``MMSPATIAL_OPS_BACKEND``, then
 automatic choice (Triton for CUDA tensors when Triton imports, PyTorch
 otherwise). The first call of each operator logs which backend runs and why,
 once per (operator, backend) pair.
+
+:data:`IMPLEMENTATIONS` is the one table of what runs: operator -> backend ->
+the function, imported from its module under ``ops`` when first chosen (so
+Triton is imported only when a Triton backend runs).
 """
+import importlib
 import logging
 import os
 from functools import lru_cache
@@ -16,8 +21,27 @@ import torch
 
 ENV_VAR = 'MMSPATIAL_OPS_BACKEND'
 BACKENDS = ('triton', 'torch', 'export')
-EXPORTABLE = ('structure_aware_ssm',)     # the operators with an 'export' form
+IMPLEMENTATIONS = {
+    'selective_scan': {
+        'triton': 'selective_scan.triton_backend:selective_scan_triton',
+        'torch': 'selective_scan.torch_backend:selective_scan_torch',
+    },
+    'state_fusion': {
+        'triton': 'state_fusion.triton_backend:state_fusion_triton',
+        'torch': 'state_fusion.torch_backend:state_fusion_torch',
+    },
+    'structure_aware_ssm': {
+        'triton': 'structure_aware_ssm.triton_backend:structure_aware_ssm_triton',
+        'torch': 'structure_aware_ssm.torch_backend:structure_aware_ssm_torch',
+        'export': 'structure_aware_ssm.export:structure_aware_ssm_export',
+    },
+}
+"""Operator -> backend -> ``'module:function'``, the module relative to ``ops``.
+Every implementation takes the arguments of the operator's ``*_ref``, in order."""
+EXPORTABLE = tuple(op for op, table in IMPLEMENTATIONS.items() if 'export' in table)
+"""The operators with an ``'export'`` form."""
 _logged = set()
+_loaded = {}
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +124,14 @@ def resolve_backend(op_name, requested, device):
         return 'torch'
     log_once(op_name, 'torch', f'{device.type} tensors')
     return 'torch'
+
+
+def implementation(op_name, requested, device):
+    """The function that runs ``op_name`` for one call: the backend
+    :func:`resolve_backend` chooses, looked up in :data:`IMPLEMENTATIONS`."""
+    backend = resolve_backend(op_name, requested, device)
+    key = (op_name, backend)
+    if key not in _loaded:
+        module, name = IMPLEMENTATIONS[op_name][backend].split(':')
+        _loaded[key] = getattr(importlib.import_module(f'{__package__}.{module}'), name)
+    return _loaded[key]

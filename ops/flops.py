@@ -30,8 +30,10 @@ those names, for both backends, to handles::
 takes no handles: use ``FlopAnalyzer`` as above, and
 ``mmengine.analysis.complexity_stats_table(flops=analyzer)`` for the table.)
 """
+from .state_fusion.reference import DILATIONS
+
 SCAN_FLOPS_PER_STATE = 7
-FUSION_FLOPS_PER_STATE = 27
+FUSION_FLOPS_PER_STATE = 9 * len(DILATIONS)     # one per tap of each 3x3 kernel
 
 
 def selective_scan_flops(batch, channels, state_dim, length):

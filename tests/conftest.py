@@ -7,7 +7,7 @@ import pytest
 import torch
 
 # Without CUDA, Triton kernels run on CPU tensors under the interpreter. Triton
-# reads this when a kernel is defined (at import of mmspatial.ops.triton), so it
+# reads this when a kernel is defined (at import of a Triton backend), so it
 # is set before any test module imports it.
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')

@@ -13,7 +13,7 @@ markdown document that pastes into ``benchmarks/RESULTS.md``:
 3. ``check``: the fused op at detection stage 1 in float32, bfloat16 and
    float16, values and every gradient against the PyTorch backend in float64,
    NaN-free and bitwise repeatable; the unfused ops in bfloat16;
-4. ``traffic``: bytes per element of every launch (``ops.triton.traffic``);
+4. ``traffic``: bytes per element of every launch (``mmspatial.kernel_traffic``);
 5. ``time``: CUDA-event medians per regime of the fused op (forward and
    forward+backward), of each launcher alone, of the PyTorch backend and of a
    public composition (flash-linear-attention's ``chunk_hgrn`` when it imports,
@@ -69,8 +69,8 @@ def device():
 
 
 def regimes(args):
-    """The stage-1 regimes of the three tasks (``ops.triton.traffic.STAGE_ONE``)."""
-    from mmspatial.ops.triton.traffic import STAGE_ONE
+    """The stage-1 regimes of the three tasks (``mmspatial.kernel_traffic.STAGE_ONE``)."""
+    from mmspatial.kernel_traffic import STAGE_ONE
     return [SMOKE_REGIME] if args.smoke else list(STAGE_ONE)
 
 
@@ -128,11 +128,12 @@ def _grads(fn, inputs, grad):
 
 def step_check(args, out_dir):
     from mmspatial.benchmarking import fused_args, scan_args, ssm_inputs
-    from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch
     from mmspatial.ops.selective_scan import selective_scan_ref
+    from mmspatial.ops.selective_scan.triton_backend import selective_scan_triton
     from mmspatial.ops.state_fusion import state_fusion_ref
-    from mmspatial.ops.triton import (selective_scan_triton, state_fusion_triton,
-                                      structure_aware_ssm_triton)
+    from mmspatial.ops.state_fusion.triton_backend import state_fusion_triton
+    from mmspatial.ops.structure_aware_ssm.torch_backend import structure_aware_ssm_torch
+    from mmspatial.ops.structure_aware_ssm.triton_backend import structure_aware_ssm_triton
     dev = device()
     _, batch, channels, height, width = SMOKE_REGIME if args.smoke else regimes(args)[0]
     names = ('y', 'u', 'delta', 'A', 'B', 'C', 'Dskip', 'kernels', 'alpha', 'delta_bias')
@@ -181,8 +182,8 @@ def step_check(args, out_dir):
 
 
 def step_traffic(args, out_dir):
-    from mmspatial.ops.triton.traffic import (bytes_per_element, fused_op_traffic,
-                                              minimum_bytes_per_element)
+    from mmspatial.kernel_traffic import (bytes_per_element, fused_op_traffic,
+                                          minimum_bytes_per_element)
     rows = []
     for name, batch, channels, height, width in regimes(args):
         traffic = fused_op_traffic(batch, channels, height, width)
@@ -228,13 +229,13 @@ def _composition():
 
 def step_time(args, out_dir):
     from mmspatial.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
-    from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch
-    from mmspatial.ops.triton import structure_aware_ssm_triton
-    from mmspatial.ops.triton._common import sequence_view
-    from mmspatial.ops.triton.selective_scan import scan_backward, scan_forward
-    from mmspatial.ops.triton.state_fusion import (fold_tap_weights, fusion_backward,
-                                                   fusion_forward)
-    from mmspatial.ops.triton.traffic import bytes_per_element, fused_op_traffic
+    from mmspatial.kernel_traffic import bytes_per_element, fused_op_traffic
+    from mmspatial.ops.selective_scan.triton_backend import scan_backward, scan_forward
+    from mmspatial.ops.state_fusion.triton_backend import (fold_tap_weights,
+                                                           fusion_backward, fusion_forward)
+    from mmspatial.ops.structure_aware_ssm.torch_backend import structure_aware_ssm_torch
+    from mmspatial.ops.structure_aware_ssm.triton_backend import structure_aware_ssm_triton
+    from mmspatial.ops.triton_launch import sequence_view
     dev = device()
     env = json.loads((out_dir / 'env.json').read_text()) if (out_dir / 'env.json').exists() \
         else {}
@@ -398,7 +399,8 @@ def step_amp(args, out_dir):
 
 def step_sweep(args, out_dir):
     from mmspatial.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
-    from mmspatial.ops.triton import config, override_config, structure_aware_ssm_triton
+    from mmspatial.ops.structure_aware_ssm.triton_backend import structure_aware_ssm_triton
+    from mmspatial.ops.triton_launch import config, override_config
     dev = device()
     _, batch, channels, height, width = SMOKE_REGIME if args.smoke else regimes(args)[0]
     xg = ssm_inputs(batch, channels, height, width, dtype=torch.bfloat16, device=dev,

@@ -2,7 +2,7 @@
 
 torch's TorchScript-based exporter (``dynamo=False``) traces the module; the
 structure-aware SSM is traced through its exportable form
-(``mmspatial.ops.structure_aware_ssm_export``), whose scan is two ONNX
+(``mmspatial.ops.structure_aware_ssm.export``), whose scan is two ONNX
 ``Loop`` nodes sized in the graph from the input. A dynamic file (the default)
 takes any batch size, height and width; a fixed one the traced shape only.
 Both have the same operators, and a graph that does not grow with the image.

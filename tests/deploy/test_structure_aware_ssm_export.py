@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmspatial.ops.structure_aware_ssm import structure_aware_ssm, structure_aware_ssm_ref
-from mmspatial.ops.structure_aware_ssm_export import (linear_scan_export,
+from mmspatial.ops.structure_aware_ssm.export import (linear_scan_export,
                                                       structure_aware_ssm_export)
 
 from ..ops.conftest import assert_close

@@ -93,10 +93,11 @@ def test_torch_backend_propagates_like_the_reference(case):
 def test_triton_backend_propagates_like_the_torch_backend(case):
     pytest.importorskip('triton')
     if not torch.cuda.is_available():
-        from mmspatial.ops.triton import kernels_interpreted
+        from mmspatial.ops.triton_launch import kernels_interpreted
         if not kernels_interpreted():
-            pytest.skip('ops.triton was imported with compiled kernels and there is no '
-                        'CUDA (TRITON_INTERPRET=1 is set in tests/conftest.py)')
+            pytest.skip('the Triton backends were imported with compiled kernels and '
+                        'there is no CUDA (TRITON_INTERPRET=1 is set in '
+                        'tests/conftest.py)')
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     tensors = {k: v.to(device) for k, v in inputs_with(*CASES[case]).items()}
     expected = fused(tensors, backend='torch')

@@ -2,7 +2,7 @@
 fused Triton op, no layout copies in either backend, no host synchronisation
 in the Triton glue, one error for empty inputs on every backend.
 
-The traffic account (``ops.triton.traffic``) counts, launch by launch, the
+The traffic account (``mmspatial.kernel_traffic``) counts, launch by launch, the
 bytes of the tensors each kernel reads and writes, in a dry run on ``meta``
 tensors: no GPU needed, any size. The bounds below are the design's figures
 (bfloat16 u and delta, float32 states, y and g_y) with a little room, so that a
@@ -19,11 +19,14 @@ if not torch.cuda.is_available():
 
 pytest.importorskip('triton')
 
-from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_torch  # noqa: E402
-from mmspatial.ops.triton import record_traffic, structure_aware_ssm_triton  # noqa: E402
-from mmspatial.ops.triton.traffic import (STAGE_ONE, bytes_per_element,  # noqa: E402
-                                          fused_op_traffic, layer_inputs,
-                                          minimum_bytes_per_element)
+from mmspatial.kernel_traffic import (STAGE_ONE, bytes_per_element,  # noqa: E402
+                                      fused_op_traffic, layer_inputs,
+                                      minimum_bytes_per_element)
+from mmspatial.ops.structure_aware_ssm.torch_backend import (  # noqa: E402
+    structure_aware_ssm_torch)
+from mmspatial.ops.structure_aware_ssm.triton_backend import (  # noqa: E402
+    structure_aware_ssm_triton)
+from mmspatial.ops.triton_launch import record_traffic  # noqa: E402
 
 # bytes per element of (batch, D, L): forward = scan summary 4.1 + carries 0.2 +
 # scan 8.1 + fusion and readout 10.0; backward = fusion transpose with its border

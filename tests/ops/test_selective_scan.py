@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from mmspatial.ops._softplus import softplus_log2
-from mmspatial.ops.selective_scan import (_chunking, _linear_scan, selective_scan,
-                                          selective_scan_torch, selective_scan_ref)
+from mmspatial.ops.selective_scan import selective_scan, selective_scan_ref
+from mmspatial.ops.selective_scan.torch_backend import (_chunking, _linear_scan,
+                                                        selective_scan_torch)
 
 from .conftest import DTYPES, GRAD_TOLERANCES, assert_close, make_scan_inputs
 
 # the module (the package's ``selective_scan`` attribute is the function)
-scan_module = importlib.import_module('mmspatial.ops.selective_scan')
+scan_module = importlib.import_module('mmspatial.ops.selective_scan.torch_backend')
 softplus_module = importlib.import_module('mmspatial.ops._softplus')
 
 # (batch, D, L, N, chunk): L = 1, L below / equal to / not a multiple of the

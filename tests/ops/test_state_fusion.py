@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmspatial.ops.state_fusion import (DILATIONS, state_fusion, state_fusion_ref,
-                                        state_fusion_torch)
+from mmspatial.ops.state_fusion import DILATIONS, state_fusion, state_fusion_ref
+from mmspatial.ops.state_fusion.torch_backend import state_fusion_torch
 
 from .conftest import DTYPES, assert_close
 

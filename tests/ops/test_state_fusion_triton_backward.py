@@ -20,14 +20,16 @@ pytest.importorskip('triton')
 
 from mmspatial.ops.state_fusion import state_fusion_ref  # noqa: E402
 from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_ref  # noqa: E402
-from mmspatial.ops.triton import (kernels_interpreted, override_config,  # noqa: E402
-                                  state_fusion_triton, structure_aware_ssm_triton)
-from mmspatial.ops.triton.state_fusion import check_image_offsets, per_block  # noqa: E402
+from mmspatial.ops.state_fusion.triton_backend import (  # noqa: E402
+    check_image_offsets, per_block, state_fusion_triton)
+from mmspatial.ops.structure_aware_ssm.triton_backend import (  # noqa: E402
+    structure_aware_ssm_triton)
+from mmspatial.ops.triton_launch import kernels_interpreted, override_config  # noqa: E402
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 if DEVICE == 'cpu' and not kernels_interpreted():
-    pytest.skip('ops.triton was imported with compiled kernels and there is no CUDA',
+    pytest.skip('the Triton kernels were imported compiled and there is no CUDA',
                 allow_module_level=True)
 
 

@@ -8,8 +8,8 @@ import torch
 from mmspatial.ops import _backend
 from mmspatial.ops.selective_scan import selective_scan
 from mmspatial.ops.state_fusion import state_fusion
-from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm, structure_aware_ssm_ref,
-                                               structure_aware_ssm_torch)
+from mmspatial.ops.structure_aware_ssm import structure_aware_ssm, structure_aware_ssm_ref
+from mmspatial.ops.structure_aware_ssm.torch_backend import structure_aware_ssm_torch
 
 from .conftest import DTYPES, GRAD_TOLERANCES, assert_close
 

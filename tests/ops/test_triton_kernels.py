@@ -3,8 +3,8 @@
 Where the kernels run:
 - machines without CUDA: on CPU tensors under the Triton interpreter. Triton reads
   ``TRITON_INTERPRET`` when a ``@triton.jit`` function is *defined*, i.e. when
-  ``ops.triton`` is imported, so this module sets it (when CUDA is absent) before
-  importing ``ops.triton``. If ``ops.triton`` was already imported with compiled
+  the Triton backends are imported, so this module sets it (when CUDA is absent)
+  before importing them. If they were already imported with compiled
   kernels earlier in the same pytest process, these tests are skipped with that
   reason; the cure is ``os.environ.setdefault('TRITON_INTERPRET', '1')`` (when CUDA
   is absent) at the top of ``tests/conftest.py``, or running this file alone;
@@ -35,21 +35,25 @@ if not torch.cuda.is_available():
 pytest.importorskip('triton')
 
 from mmspatial.ops.selective_scan import selective_scan_ref  # noqa: E402
+from mmspatial.ops.selective_scan.triton_backend import selective_scan_triton  # noqa: E402
 from mmspatial.ops.state_fusion import state_fusion_ref  # noqa: E402
-from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm_ref,  # noqa: E402
-                                               structure_aware_ssm_torch)
-from mmspatial.ops.triton import (StateFusionTritonFn, StructureAwareSSMTritonFn,  # noqa: E402
-                        kernels_interpreted, override_config, selective_scan_triton,
-                        state_fusion_triton, structure_aware_ssm_triton)
+from mmspatial.ops.state_fusion.triton_backend import (  # noqa: E402
+    StateFusionTritonFn, state_fusion_triton)
+from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_ref  # noqa: E402
+from mmspatial.ops.structure_aware_ssm.torch_backend import (  # noqa: E402
+    structure_aware_ssm_torch)
+from mmspatial.ops.structure_aware_ssm.triton_backend import (  # noqa: E402
+    StructureAwareSSMTritonFn, structure_aware_ssm_triton)
+from mmspatial.ops.triton_launch import kernels_interpreted, override_config  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 if not CUDA and not kernels_interpreted():
-    pytest.skip('ops.triton was imported with compiled kernels before this module set '
-                'TRITON_INTERPRET=1 and there is no CUDA: set it in tests/conftest.py '
-                'or run this file alone', allow_module_level=True)
+    pytest.skip('the Triton backends were imported with compiled kernels before this '
+                'module set TRITON_INTERPRET=1 and there is no CUDA: set it in '
+                'tests/conftest.py or run this file alone', allow_module_level=True)
 
 # Relative error ||out - ref|| / ||ref|| allowed per input dtype (outputs and
 # gradients in bf16/fp16 are rounded once from float32 values).
@@ -257,7 +261,7 @@ def test_structure_aware_ssm_full_length_against_float64():
     Blocks: 263 scan chunks of 256 steps whose carries take 17 serial steps of 16
     (as the default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
     """
-    from mmspatial.ops.triton.traffic import regime
+    from mmspatial.kernel_traffic import regime
     stage1 = regime('detection 800x1344 b2 T s1')
     inputs = ssm_inputs(1, 2, stage1.height, stage1.width, 1, torch.float32,
                         channels_last=True)

@@ -6,7 +6,7 @@ operators on the CPU; print markdown for benchmarks/RESULTS.md.
   * forward (and fused forward + backward) times at the shapes of
     Spatial-Mamba-T's four stages, batch 1 at 224x224;
   * ``--chunks 16,32,64,128``: the same for several chunk lengths (to check
-    ``selective_scan.default_chunk``);
+    ``selective_scan.torch_backend.default_chunk``);
   * the share of the 18 SSM ops in a Spatial-Mamba-T forward at 224x224, for
     the PyTorch backend and for the sequential-loop reference, side by side
     (needs ``mmspatial.models``, so mmengine; skipped with a note otherwise).
@@ -31,11 +31,11 @@ import torch
 
 from mmspatial.benchmarking import (forward_backward, fused_args, progress, scan_args,
                                     ssm_inputs, time_cpu, time_side_by_side)
-from mmspatial.ops.selective_scan import (CHUNK, _chunking, selective_scan_ref,
-                                          selective_scan_torch)
-from mmspatial.ops.state_fusion import state_fusion_torch
-from mmspatial.ops.structure_aware_ssm import (structure_aware_ssm_ref,
-                                               structure_aware_ssm_torch)
+from mmspatial.ops import selective_scan_ref, structure_aware_ssm_ref
+from mmspatial.ops.selective_scan.torch_backend import (CHUNK, _chunking,
+                                                        selective_scan_torch)
+from mmspatial.ops.state_fusion.torch_backend import state_fusion_torch
+from mmspatial.ops.structure_aware_ssm.torch_backend import structure_aware_ssm_torch
 from mmspatial.utils import run_tool, tool_parser
 
 # Spatial-Mamba-T at 224x224: stage i has d_inner = 128 * 2**i channels on

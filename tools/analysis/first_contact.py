@@ -84,21 +84,21 @@ def pytest_configure(config):
     path = os.environ.get('MMSPATIAL_RECORD_LAUNCHES')
     if not path:
         return
-    from mmspatial.ops.triton import _common
+    from mmspatial.ops import triton_launch
     sink = open(path, 'w')
 
     def record(kernel, grid, args, meta, reads, writes):
         sink.write(json.dumps(dict(kernel=kernel.fn.__name__, grid=list(grid),
                                    args=describe(args), meta=meta)) + '\n')
         sink.flush()
-    _common._launch_recorders.append(record)
+    triton_launch._launch_recorders.append(record)
 
 
 # ----------------------------------------------------------------- step captures
 
 def _launches(fn):
     """[(kernel, args, meta)] that ``fn()`` launches, in a dry run."""
-    from mmspatial.ops.triton._common import record_launches, record_traffic
+    from mmspatial.ops.triton_launch import record_launches, record_traffic
     found = []
     with record_traffic(dry_run=True), record_launches(
             lambda kernel, grid, args, meta, reads, writes: found.append(
@@ -113,7 +113,7 @@ def _fused_fwd_bwd(batch, channels, height, width, dtype):
     import torch
 
     from mmspatial.benchmarking import fused_args, ssm_inputs
-    from mmspatial.ops.triton import structure_aware_ssm_triton
+    from mmspatial.ops.structure_aware_ssm.triton_backend import structure_aware_ssm_triton
 
     def run():
         x = ssm_inputs(batch, channels, height, width, dtype=dtype, device='meta',
@@ -134,12 +134,12 @@ def step_launches(step, tests_json=None):
     """[(kernel, args, meta)] of one gpu_check step at full size."""
     import torch
 
-    from mmspatial.ops.triton import override_config
-    from mmspatial.ops.triton.traffic import REGIMES, STAGE_ONE, Regime
+    from mmspatial.kernel_traffic import REGIMES, STAGE_ONE, Regime
+    from mmspatial.ops.triton_launch import override_config
     stage1 = STAGE_ONE[0]
     if step == 'tests':
-        import mmspatial.ops.triton.selective_scan as ss
-        import mmspatial.ops.triton.state_fusion as sf
+        from mmspatial.ops.selective_scan import triton_backend as ss
+        from mmspatial.ops.state_fusion import triton_backend as sf
         kernels = {name: getattr(module, name) for module in (ss, sf)
                    for name in dir(module) if name.endswith('_kernel')}
         launches = []

@@ -2,7 +2,7 @@
 size, compiled ahead of time for a GPU that is not here, read from the binary.
 
 Capture. The fused op's forward and backward run on ``meta`` tensors in a dry
-run (``_common.record_traffic(dry_run=True)``) while ``_common.record_launches``
+run (``triton_launch.record_traffic(dry_run=True)``) while ``record_launches``
 sees every launch: kernel, grid, arguments, meta-parameters and the bytes of
 the traffic account. Nothing runs; any size fits on a CPU.
 
@@ -71,18 +71,18 @@ OPS = ('fused', 'scan', 'fusion')
 
 def capture(regime, op='fused', dtype_name='bfloat16'):
     """[(pass, kernel, grid, args, meta, bytes read, bytes written)] of an op's
-    forward and backward at ``regime`` (a ``traffic.Regime``), operands as the
+    forward and backward at ``regime`` (a ``mmspatial.kernel_traffic.Regime``), operands as the
     layer passes them: ``fused`` the SSM step; ``scan`` and ``fusion`` the
     unfused selective scan (N = 1) and state fusion (bf16 x, its own output)."""
     import torch
 
-    from mmspatial.ops.triton._common import (_nbytes, record_launches, record_traffic,
-                                              sequence_view)
-    from mmspatial.ops.triton.selective_scan import scan_backward, scan_forward
-    from mmspatial.ops.triton.state_fusion import (fold_tap_weights, fusion_backward,
-                                                   fusion_forward)
-    from mmspatial.ops.triton.structure_aware_ssm import ssm_backward, ssm_forward
-    from mmspatial.ops.triton.traffic import layer_inputs
+    from mmspatial.kernel_traffic import layer_inputs
+    from mmspatial.ops.selective_scan.triton_backend import scan_backward, scan_forward
+    from mmspatial.ops.state_fusion.triton_backend import (fold_tap_weights,
+                                                           fusion_backward, fusion_forward)
+    from mmspatial.ops.structure_aware_ssm.triton_backend import ssm_backward, ssm_forward
+    from mmspatial.ops.triton_launch import (_nbytes, record_launches, record_traffic,
+                                             sequence_view)
     dtype = getattr(torch, dtype_name)
     inputs = layer_inputs(regime.batch, regime.channels, regime.height, regime.width, dtype)
     u, delta, A, B, C, Dskip, kernels, alpha, bias = inputs
@@ -324,7 +324,7 @@ def main():
     parser.add_argument('--ops', nargs='+', default=['fused'], choices=OPS)
     parser.add_argument('--json', type=Path, required=True)
     args = parser.parse_args()
-    from mmspatial.ops.triton.traffic import regime
+    from mmspatial.kernel_traffic import regime
     records = profile([regime(name) for name in args.regimes], args.targets, args.ops,
                       log=lambda line: print(line, file=sys.stderr, flush=True))
     from mmspatial.fileio.atomic import atomic_write_text

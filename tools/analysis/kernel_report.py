@@ -4,7 +4,7 @@ occupancy, instructions and bytes per element, and an estimated time per launch.
     python tools/analysis/kernel_report.py --out DIR [--triton-path PATH ...]
         [--regimes NAME ...] [--targets sm_90a gfx942] [--skip-pinned]
 
-Every launch the fused op makes at each regime (``ops.triton.traffic.REGIMES``)
+Every launch the fused op makes at each regime (``mmspatial.kernel_traffic.REGIMES``)
 is compiled for an H200 (``sm_90a``) and an MI300 (``gfx942``) with the triton
 this interpreter imports (the pinned one) and with each ``--triton-path`` (a
 folder with another ``triton`` package, first on ``sys.path``), in a
@@ -60,7 +60,8 @@ Occupancy on sm_90a: blocks per SM = min({MODEL['blocks_per_sm']}, \
 {MODEL['smem_per_sm'] // 1024} KB / (shared memory + 1 KB)); on gfx942: blocks per CU =
 min(waves per SIMD x 4 / waves per block, 64 KB LDS / LDS per block).
 Floor of a pass: the op's own inputs read once and outputs written once in
-their dtypes, no intermediate state (`traffic.floor_bytes`), at {MODEL['hbm_tb_s']} TB/s.
+their dtypes, no intermediate state (`mmspatial.kernel_traffic.floor_bytes`),
+at {MODEL['hbm_tb_s']} TB/s.
 Instructions per element are thread-instructions (warp-instructions x 32) per
 element of (batch, D, L)."""
 
@@ -128,7 +129,7 @@ def border_shares(records):
 
 def totals(records):
     """One entry per (regime, pass, triton, target) with est_us and floor_us."""
-    from mmspatial.ops.triton.traffic import floor_bytes, regime
+    from mmspatial.kernel_traffic import floor_bytes, regime
     groups = {}
     for r in records:
         groups.setdefault((r['regime'], r['pass'], r['triton'], r['target']), []).append(r)
@@ -269,7 +270,7 @@ def build_report(out_dir, regimes, targets, triton_paths=(), pinned=True, cache_
 
 
 def main():
-    from mmspatial.ops.triton.traffic import REGIMES
+    from mmspatial.kernel_traffic import REGIMES
     from kernel_profile import TARGETS
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', required=True, type=Path, help='folder for the report')
@@ -279,7 +280,7 @@ def main():
                         help='profile only the --triton-path tritons')
     parser.add_argument('--regimes', nargs='+', default=[r.name for r in REGIMES],
                         choices=[r.name for r in REGIMES], metavar='NAME',
-                        help='regimes of ops.triton.traffic.REGIMES (default: all)')
+                        help='regimes of mmspatial.kernel_traffic.REGIMES (default: all)')
     parser.add_argument('--reduced', action='store_true',
                         help=f'the CI set: {", ".join(REDUCED_REGIMES)}')
     parser.add_argument('--targets', nargs='+', default=list(TARGETS), choices=list(TARGETS))

@@ -1,4 +1,16 @@
-"""Pieces shared by the Triton operators: launch settings, traffic account, jit helpers.
+"""What the Triton backends of the three operators share: launch settings, the
+launch hook, layout and jit helpers.
+
+Kernels run CUDA tensors; CPU tensors run under the Triton interpreter when
+``TRITON_INTERPRET=1`` was in the environment when the Triton backends were
+imported (Triton reads it when a ``@triton.jit`` function is defined): slow,
+for tests. Each Triton backend is a ``torch.autograd.Function`` (stable class
+names for FLOP counters: ``SelectiveScanTritonFn``, ``StateFusionTritonFn``,
+``StructureAwareSSMTritonFn``) whose forward and backward are ``torch.library``
+custom ops (``torch.ops.mmspatial.<op>_triton_fwd`` / ``_bwd``) with fake
+kernels, so ``torch.compile`` traces through them without graph breaks; outside
+compilation the functions run directly. No call synchronises with the host, so
+the ops can be captured in CUDA graphs.
 
 Layout. Every kernel addresses its (batch, L, D) operands through three strides
 (batch, position, channel), so channels-last tensors, the layer's own layout,
@@ -13,7 +25,8 @@ and the benchmark sweeps them with :func:`override_config`.
 
 Traffic. Each launch goes through :func:`launch`, which names the tensors the
 kernel reads and writes; inside :func:`record_traffic` their sizes are summed
-per launch (the bytes of each tensor once, what a kernel must move at least).
+per launch (the bytes of each tensor once, what a kernel must move at least):
+the hook of the traffic account, ``mmspatial/kernel_traffic.py``.
 Inside :func:`record_launches` a callback sees every launch as made (kernel,
 grid, arguments, meta-parameters): the static GPU profile
 (``tools/analysis/kernel_report.py``) captures the specialisations with it.
@@ -89,7 +102,7 @@ def poison(tensor):
     return tensor
 
 
-# ------------------------------------------------------------------- traffic account
+# ---------------------------------------------------------------------- launch hook
 
 _traffic_log = None
 _dry_run = False
@@ -154,6 +167,12 @@ def is_interpreted(kernel):
     return isinstance(kernel, InterpretedFunction)
 
 
+def kernels_interpreted():
+    """True when the kernels were built for the Triton interpreter (CPU tensors)."""
+    from .selective_scan.triton_backend import _scan_chunk_kernel
+    return is_interpreted(_scan_chunk_kernel)
+
+
 def check_launchable(op_name, kernel, *tensors):
     """Raise a clear error when the kernels cannot run on these tensors."""
     devices = {t.device for t in tensors if t is not None}
@@ -165,7 +184,7 @@ def check_launchable(op_name, kernel, *tensors):
         return device
     raise RuntimeError(
         f'{op_name}: the Triton kernels run CUDA tensors, or CPU tensors when '
-        f'TRITON_INTERPRET=1 was set before mmspatial.ops.triton was imported; '
+        f'TRITON_INTERPRET=1 was set before the Triton backends were imported; '
         f'got {device.type} tensors and compiled kernels')
 
 

@@ -1,41 +1,18 @@
-"""The whole structure-aware SSM step: scan, state fusion, observation.
+"""The ``'torch'`` backend of the structure-aware SSM: the chunked scan, the
+channels-last fusion and the readout in one autograd Function.
 
-    x = selective_scan(u, delta, A, B)          # states, (batch, D, N, H*W)
-    h = state_fusion(x)                         # per state index n
-    y = sum_n C[n] * h[n] + Dskip * u
-
-Shapes: u, delta (batch, D, H, W); A (D, N); B, C (batch, N, H, W); Dskip (D,);
-kernels (3, D, 3, 3); alpha (3,); delta_bias (D,); y (batch, D, H, W) float32.
+Same arguments and values as :func:`~.reference.structure_aware_ssm_ref`; the
+backward recomputes the states and runs the readout, fusion and scan adjoints.
 """
 import torch
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_ssm_args
-from .selective_scan import (CHUNK, _grads_like, _scan_grads, _scan_states, resolve_chunk,
-                             selective_scan_ref)
-from .state_fusion import fusion_backward, fusion_forward, state_fusion_ref
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_ssm_args
+from ..selective_scan.torch_backend import (CHUNK, _grads_like, _scan_grads, _scan_states,
+                                            resolve_chunk)
+from ..state_fusion.torch_backend import fusion_backward, fusion_forward
 
-
-def structure_aware_ssm_ref(u, delta, A, B, C, Dskip, kernels, alpha,
-                            delta_bias=None, delta_softplus=True):
-    """Reference composition of the three steps, in float32 (float64 inputs: float64)."""
-    check_ssm_args('structure_aware_ssm_ref', u, delta, A, B, C, Dskip, kernels, alpha,
-                   delta_bias)
-    batch, channels, height, width = u.shape
-    state_dim = A.shape[-1]
-    states = selective_scan_ref(u.flatten(2), delta.flatten(2), A, B.flatten(2),
-                                delta_bias, delta_softplus)
-    fused = state_fusion_ref(
-        states.reshape(batch, channels * state_dim, height, width),
-        kernels.repeat_interleave(state_dim, dim=1), alpha)
-    fused = fused.view(batch, channels, state_dim, height, width)
-    y = (fused * C.to(fused.dtype)[:, None]).sum(dim=2)
-    return y + Dskip.to(fused.dtype)[None, :, None, None] * u.to(fused.dtype)
-
-
-# ----------------------------------------------------------------- PyTorch path
 
 def _per_state(kernels, state_dim):
     """(3, D, 3, 3) kernels -> (3, D*N, 3, 3): each channel's kernel for all its states."""
@@ -78,7 +55,7 @@ def _readout_(fused, u, C, Dskip):
     return out.addcmul_(u.to(dtype), Dskip.to(dtype)[:, None, None])
 
 
-def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+def _ssm_grads(g_y, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
                delta_softplus, chunk):
     """Gradients w.r.t. (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias).
 
@@ -91,23 +68,23 @@ def _ssm_grads(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
     states, fused = _fused_states(u, delta, A, B, kernels, alpha, delta_bias,
                                   delta_softplus, chunk)
     dtype = states.dtype
-    grad = grad.to(dtype)
+    g_y = g_y.to(dtype)
     C, Dskip, u_c = C.to(dtype), Dskip.to(dtype), u.to(dtype)
     fused = fused.unflatten(1, (channels, state_dim))
-    grad_C = (grad[:, :, None] * fused).sum(1)
-    grad_Dskip = (grad * u_c).sum((0, 2, 3))
-    grad_fused = (grad[:, :, None] * C[:, None]).flatten(1, 2)
-    grad_states, grad_kernels, grad_alpha = fusion_backward(
-        grad_fused, states, _per_state(kernels, state_dim), alpha)
-    grad_kernels = grad_kernels.unflatten(1, (channels, state_dim)).sum(2)
-    grad_u, grad_delta, grad_A, grad_B, grad_bias = _scan_grads(
-        grad_states.reshape(batch, channels, state_dim, height * width),
+    g_C = (g_y[:, :, None] * fused).sum(1)
+    g_Dskip = (g_y * u_c).sum((0, 2, 3))
+    g_fused = (g_y[:, :, None] * C[:, None]).flatten(1, 2)
+    g_states, g_kernels, g_alpha = fusion_backward(
+        g_fused, states, _per_state(kernels, state_dim), alpha)
+    g_kernels = g_kernels.unflatten(1, (channels, state_dim)).sum(2)
+    g_u, g_delta, g_A, g_B, g_bias = _scan_grads(
+        g_states.reshape(batch, channels, state_dim, height * width),
         states.reshape(batch, channels, state_dim, height * width),
         u.flatten(2), delta.flatten(2), A, B.flatten(2), delta_bias, delta_softplus,
         chunk)
-    grad_u = grad_u.view(u.shape).addcmul_(grad, Dskip[:, None, None])
-    return (grad_u, grad_delta.view(u.shape), grad_A, grad_B.view(B.shape), grad_C,
-            grad_Dskip, grad_kernels, grad_alpha, grad_bias)
+    g_u = g_u.view(u.shape).addcmul_(g_y, Dskip[:, None, None])
+    return (g_u, g_delta.view(u.shape), g_A, g_B.view(B.shape), g_C,
+            g_Dskip, g_kernels, g_alpha, g_bias)
 
 
 def _ssm_fwd_fake(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus,
@@ -128,23 +105,23 @@ def _ssm_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.
         return _readout_(fused, u, C, Dskip)
 
 
-def _ssm_bwd_fake(grad, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+def _ssm_bwd_fake(g_y, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
                   delta_softplus, chunk):
     return _grads_like((u, delta, A, B, C, Dskip, kernels, alpha, delta_bias))
 
 
 @custom_op('structure_aware_ssm_torch_bwd', _ssm_bwd_fake)
-def _ssm_bwd_op(grad: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+def _ssm_bwd_op(g_y: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                 B: torch.Tensor, C: torch.Tensor, Dskip: torch.Tensor,
                 kernels: torch.Tensor, alpha: torch.Tensor,
                 delta_bias: torch.Tensor | None, delta_softplus: bool,
                 chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                      torch.Tensor, torch.Tensor, torch.Tensor,
                                      torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients like the inputs (dtype, strides); an empty ddelta_bias when it is None."""
+    """Gradients like the inputs (dtype, strides); g_bias empty when delta_bias is None."""
     inputs = (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias)
     with no_autocast(u.device):
-        grads = _ssm_grads(grad, *inputs, delta_softplus, chunk)
+        grads = _ssm_grads(g_y, *inputs, delta_softplus, chunk)
         outs = _grads_like(inputs)
         for out, g in zip(outs, grads):
             if g is not None:
@@ -168,45 +145,25 @@ class StructureAwareSSMTorchFn(torch.autograd.Function):
                                         delta_bias, delta_softplus, chunk)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, g_y):
         inputs = ctx.saved_tensors
-        grads = op_or_gradients(_ssm_bwd_op, _ssm_grads, grad.device)(
-            grad, *inputs, ctx.delta_softplus, ctx.chunk)
-        grad_bias = grads[8] if inputs[8] is not None else None
-        return (*grads[:8], grad_bias, None, None)
+        grads = op_or_gradients(_ssm_bwd_op, _ssm_grads, g_y.device)(
+            g_y, *inputs, ctx.delta_softplus, ctx.chunk)
+        g_bias = grads[8] if inputs[8] is not None else None
+        return (*grads[:8], g_bias, None, None)
 
 
 def structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias=None,
-                              delta_softplus=True, chunk=CHUNK):
+                              delta_softplus=True, *, chunk=CHUNK):
     """:func:`structure_aware_ssm_ref` with the chunked scan, differentiable.
 
     y (batch, D, H, W) float32 (float64 for float64 inputs), channels-last in
     memory (``y.permute(0, 2, 3, 1)`` is contiguous). ``chunk``: target steps per
-    scan chunk (>= 2; None: about sqrt(H*W), see ``selective_scan.default_chunk``).
+    scan chunk (>= 2; None: about sqrt(H*W), see
+    ``selective_scan.torch_backend.default_chunk``).
     """
     check_ssm_args('structure_aware_ssm_torch', u, delta, A, B, C, Dskip, kernels, alpha,
                    delta_bias)
     chunk = resolve_chunk(chunk, u.shape[2] * u.shape[3])
     return StructureAwareSSMTorchFn.apply(u, delta, A, B, C, Dskip, kernels, alpha,
                                           delta_bias, bool(delta_softplus), chunk)
-
-
-def structure_aware_ssm(u, delta, A, B, C, Dskip, kernels, alpha,
-                        delta_bias=None, delta_softplus=True, *, backend=None):
-    """The fused SSM step, dispatched to the chosen backend.
-
-    See :func:`structure_aware_ssm_ref` for the definition. ``backend``:
-    ``'triton'``, ``'torch'``, ``'export'`` (the form ONNX holds, chosen by
-    itself while ``torch.onnx.export`` traces) or None (see ``ops._backend``).
-    """
-    backend = resolve_backend('structure_aware_ssm', backend, u.device)
-    if backend == 'export':
-        from .structure_aware_ssm_export import structure_aware_ssm_export
-        return structure_aware_ssm_export(u, delta, A, B, C, Dskip, kernels, alpha,
-                                          delta_bias, delta_softplus)
-    if backend == 'triton':
-        from .triton import structure_aware_ssm_triton
-        return structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
-                                          delta_bias, delta_softplus)
-    return structure_aware_ssm_torch(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                                     delta_softplus)

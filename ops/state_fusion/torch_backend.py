@@ -1,39 +1,16 @@
-"""Structure-aware state fusion (SASF): three dilated depthwise 3x3 stencils.
+"""The ``'torch'`` backend of the state fusion: the three replicate-padded
+depthwise convolutions, channels-last, with a hand-written backward.
 
-    h = alpha[0] * dw3x3_dil1(x) + alpha[1] * dw3x3_dil3(x) + alpha[2] * dw3x3_dil5(x)
-
-PyTorch conv2d (cross-correlation) semantics, one kernel per channel, replicate
-borders (indices clamped to the image). Shapes: x (batch, D, H, W); kernels
-(3, D, 3, 3), one per dilation; alpha (3,); output (batch, D, H, W).
+Same arguments and values as :func:`~.reference.state_fusion_ref`.
 """
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_fusion_args
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_fusion_args
+from .reference import DILATIONS
 
-DILATIONS = (1, 3, 5)
-
-
-def state_fusion_ref(x, kernels, alpha):
-    """Sum of the three replicate-padded dilated depthwise convolutions.
-
-    Computed in the promoted dtype of the inputs (float32 for float32 states).
-    """
-    check_fusion_args('state_fusion_ref', x, kernels, alpha)
-    channels = x.shape[1]
-    out = 0
-    for i, dilation in enumerate(DILATIONS):
-        padded = F.pad(x, (dilation,) * 4, mode='replicate')
-        weight = kernels[i].unsqueeze(1).to(x.dtype)                   # (D, 1, 3, 3)
-        out = out + alpha[i].to(x.dtype) * F.conv2d(
-            padded, weight, dilation=dilation, groups=channels)
-    return out
-
-
-# ----------------------------------------------------------------- PyTorch path
 
 def _channels_last(x):
     """x as a channels-last tensor with canonical strides (a view when it is one)."""
@@ -72,37 +49,37 @@ def _cropped(padded, dilation):
     return padded[:, :, margin:padded.shape[2] - margin, margin:padded.shape[3] - margin]
 
 
-def fusion_backward(grad, x, kernels, alpha):
+def fusion_backward(g_out, x, kernels, alpha):
     """Gradients of :func:`fusion_forward` w.r.t. x, kernels and alpha (no autograd).
 
     Per dilation d, with w = alpha * k: the input gradient is the zero-padded
     gradient correlated with the flipped kernel (the adjoint of the dilated
     correlation, over the padded image), folded back by the adjoint of the
     replicate padding (border rows and columns summed onto the edge pixels);
-    the kernel gradient is one product-sum per tap; dk = alpha * dw and
-    dalpha = <dw, k>. Several times faster on CPU than the convolution's own
+    the kernel gradient is one product-sum per tap; g_kernels = alpha * g_weight and
+    g_alpha = <g_weight, k>. Several times faster on CPU than the convolution's own
     backward for depthwise kernels.
     """
-    x, grad = _channels_last(x), _channels_last(grad.to(x.dtype))
+    x, g_out = _channels_last(x), _channels_last(g_out.to(x.dtype))
     channels, height, width = x.shape[1:]
     padded_max = _pad_once(x)
-    grad_x, grad_kernels, grad_alpha = None, [], []
+    g_x, g_kernels, g_alpha = None, [], []
     for i, dilation in enumerate(DILATIONS):
         kernel = kernels[i].to(x.dtype)
         scale = alpha[i].to(x.dtype)
         weight = (kernel * scale).flip(-1, -2).unsqueeze(1)
-        grad_padded = F.conv2d(F.pad(grad, (2 * dilation,) * 4), weight, dilation=dilation,
-                               groups=channels)
-        term = torch.ops.aten.replication_pad2d_backward(grad_padded, x, [dilation] * 4)
-        grad_x = term if grad_x is None else grad_x.add_(term)
+        g_padded = F.conv2d(F.pad(g_out, (2 * dilation,) * 4), weight, dilation=dilation,
+                            groups=channels)
+        term = torch.ops.aten.replication_pad2d_backward(g_padded, x, [dilation] * 4)
+        g_x = term if g_x is None else g_x.add_(term)
         padded = _cropped(padded_max, dilation)
-        grad_weight = torch.stack([
-            (padded[:, :, row:row + height, col:col + width] * grad).sum((0, 2, 3))
+        g_weight = torch.stack([
+            (padded[:, :, row:row + height, col:col + width] * g_out).sum((0, 2, 3))
             for row in range(0, 3 * dilation, dilation)
             for col in range(0, 3 * dilation, dilation)], dim=1).view(channels, 3, 3)
-        grad_kernels.append(grad_weight * scale)
-        grad_alpha.append((grad_weight * kernel).sum())
-    return grad_x, torch.stack(grad_kernels), torch.stack(grad_alpha)
+        g_kernels.append(g_weight * scale)
+        g_alpha.append((g_weight * kernel).sum())
+    return g_x, torch.stack(g_kernels), torch.stack(g_alpha)
 
 
 def _fusion_fwd_fake(x, kernels, alpha):
@@ -119,20 +96,20 @@ def _fusion_fwd_op(x: torch.Tensor, kernels: torch.Tensor,
         return out.contiguous(memory_format=torch.channels_last)
 
 
-def _fusion_bwd_fake(grad, x, kernels, alpha):
+def _fusion_bwd_fake(g_out, x, kernels, alpha):
     return torch.empty_like(x), torch.empty_like(kernels), torch.empty_like(alpha)
 
 
-def _fusion_grads(grad, x, kernels, alpha):
+def _fusion_grads(g_out, x, kernels, alpha):
     """:func:`fusion_backward` in the compute dtype."""
-    return fusion_backward(grad, x.to(compute_dtype(x, kernels, alpha)), kernels, alpha)
+    return fusion_backward(g_out, x.to(compute_dtype(x, kernels, alpha)), kernels, alpha)
 
 
 @custom_op('state_fusion_torch_bwd', _fusion_bwd_fake)
-def _fusion_bwd_op(grad: torch.Tensor, x: torch.Tensor, kernels: torch.Tensor,
+def _fusion_bwd_op(g_out: torch.Tensor, x: torch.Tensor, kernels: torch.Tensor,
                    alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     with no_autocast(x.device):
-        grads = _fusion_grads(grad, x, kernels, alpha)
+        grads = _fusion_grads(g_out, x, kernels, alpha)
         outs = (torch.empty_like(x), torch.empty_like(kernels), torch.empty_like(alpha))
         for out, g in zip(outs, grads):
             out.copy_(g)
@@ -151,9 +128,9 @@ class StateFusionTorchFn(torch.autograd.Function):
         return eager_or_op(_fusion_fwd_op)(x, kernels, alpha)
 
     @staticmethod
-    def backward(ctx, grad):
-        return op_or_gradients(_fusion_bwd_op, _fusion_grads, grad.device)(
-            grad, *ctx.saved_tensors)
+    def backward(ctx, g_out):
+        return op_or_gradients(_fusion_bwd_op, _fusion_grads, g_out.device)(
+            g_out, *ctx.saved_tensors)
 
 
 def state_fusion_torch(x, kernels, alpha):
@@ -164,12 +141,3 @@ def state_fusion_torch(x, kernels, alpha):
     """
     check_fusion_args('state_fusion_torch', x, kernels, alpha)
     return StateFusionTorchFn.apply(x, kernels, alpha)
-
-
-def state_fusion(x, kernels, alpha, *, backend=None):
-    """State fusion dispatched to the chosen backend; see :func:`state_fusion_ref`."""
-    backend = resolve_backend('state_fusion', backend, x.device)
-    if backend == 'triton':
-        from .triton import state_fusion_triton
-        return state_fusion_triton(x, kernels, alpha)
-    return state_fusion_torch(x, kernels, alpha)

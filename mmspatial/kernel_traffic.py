@@ -1,17 +1,21 @@
 """Memory traffic of the fused Triton op, counted launch by launch without a GPU.
 
-The ops run in ``record_traffic(dry_run=True)`` on ``meta`` tensors shaped and
-strided as the Spatial-Mamba layer passes them (u, delta channels-last; B, C
-channel slices of the channels-last projection). Each launch reports the bytes
-of the tensors it reads and writes, each counted once: the least that launch
-moves through device memory (B and C, shared by all channels, count once).
+The ops run in ``record_traffic(dry_run=True)`` (the launch hook of
+``mmspatial.ops.triton_launch``) on ``meta`` tensors shaped and strided as the
+Spatial-Mamba layer passes them (u, delta channels-last; B, C channel slices of
+the channels-last projection). Each launch reports the bytes of the tensors it
+reads and writes, each counted once: the least that launch moves through device
+memory (B and C, shared by all channels, count once).
+
+Beside the timing helpers of ``benchmarking.py``, for the GPU tools
+(``tools/gpu_check.py``, ``tools/analysis/kernel_{report,profile}.py``,
+``first_contact.py``) and the tests. The regimes need no Triton; the traffic
+functions import the Triton backend when called.
 """
 from typing import NamedTuple
 
 import torch
 
-from ._common import record_traffic
-from .structure_aware_ssm import ssm_backward, ssm_forward
 
 class Regime(NamedTuple):
     """One SSM layer's operand sizes: (batch, channels D = d_inner, H, W) tokens."""
@@ -68,6 +72,8 @@ def layer_inputs(batch, channels, height, width, dtype, device='meta', rank=None
 
 def fused_op_traffic(batch, channels, height, width, dtype=torch.bfloat16):
     """{'forward': [(kernel, read, written)], 'backward': [...]}, bytes per launch."""
+    from mmspatial.ops.structure_aware_ssm.triton_backend import ssm_backward, ssm_forward
+    from mmspatial.ops.triton_launch import record_traffic
     inputs = layer_inputs(batch, channels, height, width, dtype)
     with record_traffic(dry_run=True) as forward:
         y, states = ssm_forward(*inputs, True)

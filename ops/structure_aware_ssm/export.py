@@ -1,12 +1,12 @@
 """The structure-aware SSM in operators that ONNX holds (the ``'export'`` form).
 
 :func:`structure_aware_ssm_export` has the signature and the result of
-:func:`~.structure_aware_ssm.structure_aware_ssm_ref`; the dispatcher runs it
+:func:`~.reference.structure_aware_ssm_ref`; the dispatcher runs it
 while ``torch.onnx.export`` traces the model. The exported graph serves any
 image size, and its size does not depend on the size it was traced at.
 
 The scan ``x_t = d_t x_{t-1} + b_t`` (``d_t = exp(delta_t A)``) is the PyTorch
-path's chunked scan (``selective_scan._scan_in_chunks``) written as two loops
+path's chunked scan (``selective_scan.torch_backend._scan_in_chunks``) written as two loops
 that TorchScript compiles and the exporter turns into ONNX ``Loop`` nodes. The
 sequence is cut into ``T = ceil(sqrt(L))`` chunks of T steps, T computed in
 the graph from the input's shape:
@@ -35,9 +35,9 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from ._library import compute_dtype
-from ._shape_checks import check_ssm_args
-from .state_fusion import DILATIONS
+from .._library import compute_dtype
+from .._shape_checks import check_ssm_args
+from ..state_fusion.reference import DILATIONS
 
 
 def _scan_in_loops(log_decay: torch.Tensor, drive: torch.Tensor,
@@ -106,7 +106,7 @@ def linear_scan_export(log_decay, drive, chunk=None):
 
 
 def state_fusion_export(x, kernels, alpha):
-    """:func:`~.state_fusion.state_fusion_ref` as one replicate (edge) Pad and
+    """:func:`~..state_fusion.reference.state_fusion_ref` as one replicate (edge) Pad and
     three dilated depthwise Convs; x (batch, C, H, W), kernels (3, C, 3, 3)."""
     channels = x.shape[1]
     margin = DILATIONS[-1]
@@ -123,7 +123,7 @@ def state_fusion_export(x, kernels, alpha):
 
 def structure_aware_ssm_export(u, delta, A, B, C, Dskip, kernels, alpha,
                                delta_bias=None, delta_softplus=True):
-    """:func:`~.structure_aware_ssm.structure_aware_ssm_ref` in exportable operators.
+    """:func:`~.reference.structure_aware_ssm_ref` in exportable operators.
 
     Shapes: u, delta (batch, D, H, W); A (D, N); B, C (batch, N, H, W); Dskip
     (D,); kernels (3, D, 3, 3); alpha (3,); delta_bias (D,) or None. Returns y

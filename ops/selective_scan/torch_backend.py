@@ -1,78 +1,27 @@
-"""Selective scan: the state recurrence of the SSM, returning every state.
+"""The ``'torch'`` backend of the selective scan: the chunked scan.
 
-    x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    x_{-1} = 0
+All chunks of the sequence advance in lockstep, then one carry per chunk: no
+Python loop over L. Same arguments and values as
+:func:`~.reference.selective_scan_ref`; the backward is hand-written (the
+adjoint scan, same algorithm).
 
-Shapes: u, delta (batch, D, L); A (D, N); B (batch, N, L); states (batch, D, N, L).
+Layout: the states are computed as (batch, L, D, N) in memory (returned as a
+(batch, D, N, L) view), so that every step of a chunk updates runs of D*N
+contiguous channels. A channels-last network passes such inputs and takes such
+outputs without any transpose; other inputs are transposed once, inside the
+first elementwise op that reads them.
 
-Three implementations: :func:`selective_scan_ref` (one step at a time, the
-specification), :func:`selective_scan_torch` (the ``'torch'`` backend: all
-chunks of the sequence advance in lockstep, then one carry per chunk; no Python
-loop over L) and the Triton kernels in ``ops/triton`` (``'triton'`` backend,
-imported only when chosen).
+Units: log2. ``exp2`` is cheaper than ``exp`` in PyTorch's CPU kernels
+(benchmarks/RESULTS.md); log2(e) folds into delta and its bias, ln(2) into B.
 """
 import math
 
 import torch
-import torch.nn.functional as F
 
-from ._backend import resolve_backend
-from ._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
-                       op_or_gradients)
-from ._shape_checks import check_scan_args
-from ._softplus import LN2, LOG2E, softplus_log2, softplus_log2_
-
-
-def _prepare_delta(delta, delta_bias, delta_softplus):
-    """Delta with the bias added and softplus applied, (batch, D, L).
-
-    In float32 (float64 when delta is float64, so that gradcheck can run).
-    """
-    delta = delta.to(compute_dtype(delta))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(delta.dtype)[None, :, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    return delta
-
-
-def selective_scan_ref(u, delta, A, B, delta_bias=None, delta_softplus=True):
-    """The recurrence as written, one step at a time, in float32.
-
-    Args:
-        u (Tensor): (batch, D, L) input.
-        delta (Tensor): (batch, D, L) step sizes before bias and softplus.
-        A (Tensor): (D, N) state matrix (negative for a stable scan).
-        B (Tensor): (batch, N, L) input matrix.
-        delta_bias (Tensor, optional): (D,) added to delta.
-        delta_softplus (bool): apply softplus to delta (after the bias).
-
-    Returns:
-        Tensor: (batch, D, N, L) float32 states (float64 for float64 inputs).
-    """
-    check_scan_args('selective_scan_ref', u, delta, A, B, delta_bias)
-    dtype = compute_dtype(u, delta, A, B, delta_bias)
-    delta = _prepare_delta(delta.to(dtype), delta_bias, delta_softplus)
-    u, A, B = u.to(dtype), A.to(dtype), B.to(dtype)
-    decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None])       # (b, D, N, L)
-    drive = (delta * u)[:, :, None, :] * B[:, None, :, :]               # (b, D, N, L)
-    state = torch.zeros_like(decay[..., 0])
-    states = []
-    for t in range(u.shape[-1]):
-        state = decay[..., t] * state + drive[..., t]
-        states.append(state)
-    return torch.stack(states, dim=-1)
-
-
-# ----------------------------------------------------------------- PyTorch path
-#
-# Layout: the states are computed as (batch, L, D, N) in memory (returned as a
-# (batch, D, N, L) view), so that every step of a chunk updates runs of D*N
-# contiguous channels. A channels-last network passes such inputs and takes such
-# outputs without any transpose; other inputs are transposed once, inside the
-# first elementwise op that reads them.
-#
-# Units: log2. exp2 is about 3x cheaper than exp in PyTorch's CPU kernels;
-# log2(e) folds into delta and its bias, ln(2) into B.
+from .._library import (compute_dtype, custom_op, eager_or_op, no_autocast,
+                        op_or_gradients)
+from .._shape_checks import check_scan_args
+from .._softplus import LN2, LOG2E, softplus_log2, softplus_log2_
 
 CHUNK = None
 """Default ``chunk`` of :func:`selective_scan_torch`: ``None`` picks
@@ -83,10 +32,9 @@ def default_chunk(length):
     """Steps per chunk for a sequence of ``length``: about sqrt(length), at least 8.
 
     The chunked scan issues two small PyTorch ops per step of a chunk and one
-    per chunk (the carries), so about sqrt(length) balances them; measured at
-    Spatial-Mamba-T's shapes (``tools/analysis/benchmark_ops.py --chunks``) it is within
-    the noise of the best fixed length at 56x56 and 28x28 and 10 % faster at
-    14x14 and 7x7 than 64 steps.
+    per chunk (the carries), so about sqrt(length) balances them; against
+    fixed lengths (``tools/analysis/benchmark_ops.py --chunks``):
+    benchmarks/RESULTS.md.
     """
     return max(8, math.isqrt(max(length, 1)))
 
@@ -212,9 +160,9 @@ def _new_states(u, A, dtype):
 
 
 # Elements of (batch, positions, D) per block of the elementwise work before the
-# scan, which bounds the scratch buffer of N > 1 to 4 MB in float32. Measured at
-# Spatial-Mamba-T's shapes, blocks of 2**15..2**17 elements were 5-20% slower
-# (more Python-level op calls) than one block, cache effects notwithstanding.
+# scan, which bounds the scratch buffer of N > 1 to 4 MB in float32. Smaller,
+# cache-sized blocks were slower (more Python-level op calls):
+# benchmarks/RESULTS.md.
 _BLOCK_ELEMENTS = 1 << 20
 
 
@@ -252,32 +200,42 @@ def _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, deca
             torch.mul(dt2[:, :, :, None], A2, out=decay).exp2_()
 
 
-def _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk):
+def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
+    return _new_states(u, A, compute_dtype(u, delta, A, B, delta_bias))
+
+
+def _scan_states(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool,
+                 chunk: int) -> torch.Tensor:
     """(batch, D, N, L) states of the chunked scan, a view of a contiguous
-    (batch, L, D, N) tensor (as :func:`_new_states` makes)."""
+    (batch, L, D, N) tensor (as :func:`_new_states` makes); autocast off."""
     dtype = compute_dtype(u, delta, A, B, delta_bias)
     batch, channels, length = u.shape
     state_dim = A.shape[1]
     steps, _ = _chunking(length, chunk)
     drives, decays = _padded_operands((batch, length, channels, state_dim), steps, dtype,
                                       u.device)
-    _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
-    padded, cols = drives.shape[1], channels * state_dim
-    _scan_in_chunks(drives.view(batch, padded, cols), decays.view(batch, padded, cols),
-                    steps)
+    with no_autocast(u.device):
+        _fill_scan_operands(u, delta, A, B, delta_bias, delta_softplus, drives, decays)
+        padded, cols = drives.shape[1], channels * state_dim
+        _scan_in_chunks(drives.view(batch, padded, cols),
+                        decays.view(batch, padded, cols), steps)
     states = drives if padded == length else drives[:, :length].contiguous()
     return states.permute(0, 2, 3, 1)
 
 
-def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+_scan_fwd_op = custom_op('selective_scan_torch_fwd', _scan_fwd_fake)(_scan_states)
+
+
+def _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
     """Gradients of the scan from the gradient of its states (no autograd).
 
     Args:
-        grad (Tensor): (batch, D, N, L) gradient w.r.t. the states.
+        g_states (Tensor): (batch, D, N, L) gradient w.r.t. the states.
         states (Tensor): (batch, D, N, L) states from the forward.
 
     Returns:
-        tuple: (du, ddelta, dA, dB, ddelta_bias or None), (batch, D, L) ones as
+        tuple: (g_u, g_delta, g_A, g_B, g_bias or None), (batch, D, L) ones as
         views of (batch, L, D) tensors, in the compute dtype.
 
     The adjoint state ``lam_t = d loss / d drive_t`` obeys the same recurrence
@@ -294,55 +252,43 @@ def _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk)
     z2 = _scaled_delta(delta, delta_bias, dtype,
                        out=u.new_empty((batch, length, channels), dtype=dtype))
     dt2 = softplus_log2(z2) if delta_softplus else z2.clone()        # (b, L, D)
-    grad = grad.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
+    g_states = g_states.to(dtype).permute(0, 3, 1, 2)                        # (b, L, D, N)
     states = states.to(dtype).permute(0, 3, 1, 2)
     lam, shifted_decay = _padded_operands((batch, length, channels, state_dim), steps,
                                           dtype, u.device)
-    lam[:, :length] = grad
+    lam[:, :length] = g_states
     # shifted_decay_t = decay_{t+1}; zero at L - 1 (nothing flows back from past L)
     torch.mul(dt2[:, 1:, :, None], A2, out=shifted_decay[:, :length - 1]).exp2_()
     shifted_decay[:, length - 1] = 0
     # d loss / d (delta*A)_t = lam_t * decay_t * x_{t-1}: the last two factors
     # before the reverse scan turns the decays into products
-    grad_log_decay = torch.empty_like(states)
-    grad_log_decay[:, 0] = 0
-    torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=grad_log_decay[:, 1:])
+    g_log_decay = torch.empty_like(states)
+    g_log_decay[:, 0] = 0
+    torch.mul(shifted_decay[:, :length - 1], states[:, :-1], out=g_log_decay[:, 1:])
     cols, padded = channels * state_dim, lam.shape[1]
     _scan_in_chunks(lam.view(batch, padded, cols), shifted_decay.view(batch, padded, cols),
                     steps, reverse=True)
     lam = lam[:, :length]
-    grad_log_decay.mul_(lam)
+    g_log_decay.mul_(lam)
     u_t = u.to(dtype).transpose(1, 2)                                # (b, L, D)
     dt = dt2.mul_(LN2)                                              # natural units
     dt_u = torch.mul(dt, u_t)
     if state_dim == 1:                    # (b, L, D) views, no size-1 reductions
-        lam, grad_log_decay = lam[..., 0], grad_log_decay[..., 0]
-        grad_B = torch.mul(lam, dt_u).sum(2, keepdim=True).transpose(1, 2)
-        grad_A = torch.mul(grad_log_decay, dt, out=dt_u).sum((0, 1))[:, None]
+        lam, g_log_decay = lam[..., 0], g_log_decay[..., 0]
+        g_B = torch.mul(lam, dt_u).sum(2, keepdim=True).transpose(1, 2)
+        g_A = torch.mul(g_log_decay, dt, out=dt_u).sum((0, 1))[:, None]
         lam_b = lam.mul_(B_t)
-        grad_dt = grad_log_decay.mul_(A2[:, 0]).addcmul_(lam_b, u_t)
+        g_dt = g_log_decay.mul_(A2[:, 0]).addcmul_(lam_b, u_t)
     else:
-        grad_B = (lam * dt_u[:, :, :, None]).sum(2).transpose(1, 2)
-        grad_A = (grad_log_decay * dt[:, :, :, None]).sum((0, 1))
+        g_B = (lam * dt_u[:, :, :, None]).sum(2).transpose(1, 2)
+        g_A = (g_log_decay * dt[:, :, :, None]).sum((0, 1))
         lam_b = (lam * B_t[:, :, None, :]).sum(3)                    # (b, L, D)
-        grad_dt = (grad_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
-    grad_u = lam_b.mul_(dt)
+        g_dt = (g_log_decay * A2).sum(3).addcmul_(lam_b, u_t)
+    g_u = lam_b.mul_(dt)
     if delta_softplus:
-        grad_dt.mul_(z2.mul_(LN2).sigmoid_())
-    grad_bias = grad_dt.sum((0, 1)) if delta_bias is not None else None
-    return (grad_u.transpose(1, 2), grad_dt.transpose(1, 2), grad_A, grad_B, grad_bias)
-
-
-def _scan_fwd_fake(u, delta, A, B, delta_bias, delta_softplus, chunk):
-    return _new_states(u, A, compute_dtype(u, delta, A, B, delta_bias))
-
-
-@custom_op('selective_scan_torch_fwd', _scan_fwd_fake)
-def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 delta_bias: torch.Tensor | None, delta_softplus: bool,
-                 chunk: int) -> torch.Tensor:
-    with no_autocast(u.device):
-        return _scan_states(u, delta, A, B, delta_bias, delta_softplus, chunk)
+        g_dt.mul_(z2.mul_(LN2).sigmoid_())
+    g_bias = g_dt.sum((0, 1)) if delta_bias is not None else None
+    return (g_u.transpose(1, 2), g_dt.transpose(1, 2), g_A, g_B, g_bias)
 
 
 def _grads_like(inputs):
@@ -351,19 +297,19 @@ def _grads_like(inputs):
                  for x in inputs)
 
 
-def _scan_bwd_fake(grad, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
+def _scan_bwd_fake(g_states, states, u, delta, A, B, delta_bias, delta_softplus, chunk):
     return _grads_like((u, delta, A, B, delta_bias))
 
 
 @custom_op('selective_scan_torch_bwd', _scan_bwd_fake)
-def _scan_bwd_op(grad: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
+def _scan_bwd_op(g_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
                  delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                  delta_bias: torch.Tensor | None, delta_softplus: bool,
                  chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                       torch.Tensor, torch.Tensor]:
-    """Gradients like the inputs (dtype, strides); an empty ddelta_bias when it is None."""
+    """Gradients like the inputs (dtype, strides); g_bias empty when delta_bias is None."""
     with no_autocast(u.device):
-        grads = _scan_grads(grad, states, u, delta, A, B, delta_bias, delta_softplus,
+        grads = _scan_grads(g_states, states, u, delta, A, B, delta_bias, delta_softplus,
                             chunk)
         outs = _grads_like((u, delta, A, B, delta_bias))
         for out, g in zip(outs, grads):
@@ -387,14 +333,16 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         return states
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, g_states):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        du, ddelta, dA, dB, dbias = op_or_gradients(_scan_bwd_op, _scan_grads, u.device)(
-            grad, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
-        return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None, None
+        backward = op_or_gradients(_scan_bwd_op, _scan_grads, u.device)
+        g_u, g_delta, g_A, g_B, g_bias = backward(
+            g_states, states, u, delta, A, B, delta_bias, ctx.delta_softplus, ctx.chunk)
+        g_bias = g_bias if delta_bias is not None else None
+        return g_u, g_delta, g_A, g_B, g_bias, None, None
 
 
-def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
+def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
                          chunk=CHUNK):
     """The scan of :func:`selective_scan_ref`, chunked: no Python loop over L.
 
@@ -408,16 +356,3 @@ def selective_scan_torch(u, delta, A, B, delta_bias=None, delta_softplus=True,
     chunk = resolve_chunk(chunk, u.shape[-1])
     return SelectiveScanTorchFn.apply(u, delta, A, B, delta_bias, bool(delta_softplus),
                                       chunk)
-
-
-def selective_scan(u, delta, A, B, delta_bias=None, delta_softplus=True, *,
-                   backend=None):
-    """Selective scan dispatched to the chosen backend; see :func:`selective_scan_ref`.
-
-    ``backend``: ``'triton'``, ``'torch'`` or ``None`` (automatic, see ``ops._backend``).
-    """
-    backend = resolve_backend('selective_scan', backend, u.device)
-    if backend == 'triton':
-        from .triton import selective_scan_triton
-        return selective_scan_triton(u, delta, A, B, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, delta_bias, delta_softplus)

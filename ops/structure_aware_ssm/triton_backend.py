@@ -27,7 +27,7 @@ Backward:
    g_A, g_bias, g_Dskip.
 
 ``tools/gpu_check.py`` prints the bytes per element of each launch
-(``_common.record_traffic``); ``tests/ops/test_op_contracts.py`` bounds them.
+(``triton_launch.record_traffic``); ``tests/ops/test_op_contracts.py`` bounds them.
 The out-norm LayerNorm and the ``silu(z)`` gate of the layer are not fused:
 they would save the float32 y round trip (a write and a read of 4 bytes per
 element) at the price of a LayerNorm backward inside the op and a second
@@ -40,13 +40,29 @@ import torch
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_ssm_args
-from ._common import new_output, poison, sequence_view
-from .selective_scan import SelectiveScanTritonFn, scan_backward, scan_forward
-from .state_fusion import (StateFusionTritonFn, fold_tap_weights, fusion_backward,
-                           fusion_forward, kernel_grads)
+from ..selective_scan.triton_backend import (SelectiveScanTritonFn, scan_backward,
+                                             scan_forward)
+from ..state_fusion.triton_backend import (StateFusionTritonFn, fold_tap_weights,
+                                           fusion_backward, fusion_forward, kernel_grads)
+from ..triton_launch import new_output, poison, sequence_view
 
 
-def ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus):
+# ---------------------------------------- launchers, each registered as a custom op
+# (``torch.ops.mmspatial.structure_aware_ssm_triton_fwd`` / ``_bwd``); the plain
+# functions stay callable for the dry runs of ``record_traffic`` on meta tensors,
+# which a custom op would hand to its fake kernel.
+
+def _ssm_fwd_fake(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus):
+    batch, channels, height, width = u.shape
+    y = torch.empty(u.shape, dtype=torch.float32, device=u.device,
+                    memory_format=torch.channels_last)
+    return y, u.new_empty((batch, height * width, channels), dtype=torch.float32)
+
+
+def ssm_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor, Dskip: torch.Tensor, kernels: torch.Tensor,
+                alpha: torch.Tensor, delta_bias: torch.Tensor | None,
+                delta_softplus: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(y (batch, D, H, W) float32 channels-last, states (batch, L, D) float32)."""
     height, width = u.shape[2:]
     u_seq = sequence_view(u)
@@ -59,8 +75,24 @@ def ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_soft
     return y, states
 
 
-def ssm_backward(g_y, states, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                 delta_softplus):
+_ssm_fwd_op = custom_op('structure_aware_ssm_triton_fwd', _ssm_fwd_fake)(ssm_forward)
+
+
+def _ssm_bwd_fake(g_y, states, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
+                  delta_softplus):
+    bias_like = delta_bias if delta_bias is not None else A.new_empty(A.shape[0])
+    return (torch.empty_like(u), torch.empty_like(delta),
+            *(torch.empty_like(t, memory_format=torch.contiguous_format)
+              for t in (A, B, C, Dskip, kernels, alpha, bias_like)))
+
+
+def ssm_backward(g_y: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
+                 delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 Dskip: torch.Tensor, kernels: torch.Tensor, alpha: torch.Tensor,
+                 delta_bias: torch.Tensor | None, delta_softplus: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor]:
     """Gradients of (u, delta, A, B, C, Dskip, kernels, alpha, delta_bias); u and
     delta's in their layouts and dtypes, the rest contiguous in their dtypes."""
     batch, channels, height, width = u.shape
@@ -80,42 +112,7 @@ def ssm_backward(g_y, states, u, delta, A, B, C, Dskip, kernels, alpha, delta_bi
             g_kernels.contiguous(), g_alpha, g_bias.to(bias_dtype))
 
 
-# ------------------------------------------------------------ op and autograd glue
-
-def _ssm_fwd_fake(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias, delta_softplus):
-    batch, channels, height, width = u.shape
-    y = torch.empty(u.shape, dtype=torch.float32, device=u.device,
-                    memory_format=torch.channels_last)
-    return y, u.new_empty((batch, height * width, channels), dtype=torch.float32)
-
-
-@custom_op('structure_aware_ssm_triton_fwd', _ssm_fwd_fake)
-def _ssm_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                C: torch.Tensor, Dskip: torch.Tensor, kernels: torch.Tensor,
-                alpha: torch.Tensor, delta_bias: torch.Tensor | None,
-                delta_softplus: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return ssm_forward(u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                       delta_softplus)
-
-
-def _ssm_bwd_fake(g_y, states, u, delta, A, B, C, Dskip, kernels, alpha, delta_bias,
-                  delta_softplus):
-    bias_like = delta_bias if delta_bias is not None else A.new_empty(A.shape[0])
-    return (torch.empty_like(u), torch.empty_like(delta),
-            *(torch.empty_like(t, memory_format=torch.contiguous_format)
-              for t in (A, B, C, Dskip, kernels, alpha, bias_like)))
-
-
-@custom_op('structure_aware_ssm_triton_bwd', _ssm_bwd_fake)
-def _ssm_bwd_op(g_y: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
-                delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                Dskip: torch.Tensor, kernels: torch.Tensor, alpha: torch.Tensor,
-                delta_bias: torch.Tensor | None, delta_softplus: bool
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                           torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                           torch.Tensor]:
-    return ssm_backward(g_y, states, u, delta, A, B, C, Dskip, kernels, alpha,
-                        delta_bias, delta_softplus)
+_ssm_bwd_op = custom_op('structure_aware_ssm_triton_bwd', _ssm_bwd_fake)(ssm_backward)
 
 
 class StructureAwareSSMTritonFn(torch.autograd.Function):
@@ -141,8 +138,7 @@ class StructureAwareSSMTritonFn(torch.autograd.Function):
 
 def structure_aware_ssm_triton(u, delta, A, B, C, Dskip, kernels, alpha,
                                delta_bias=None, delta_softplus=True):
-    """The SSM step on Triton kernels; see
-    ``ops.structure_aware_ssm.structure_aware_ssm_ref``.
+    """The SSM step on Triton kernels; see ``reference.structure_aware_ssm_ref``.
 
     Returns:
         Tensor: y (batch, D, H, W) float32, channels-last in memory,

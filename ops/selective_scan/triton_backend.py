@@ -2,7 +2,7 @@
 
     x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    x_{-1} = 0
 
-Operands are (batch, L, D) views (see ``_common.sequence_view``): u, delta and
+Operands are (batch, L, D) views (see ``triton_launch.sequence_view``): u, delta and
 the gradients in the caller's layout, states (batch, L, D, N) float32.
 
 Three launches, each parallel over (chunk of BLOCK_L steps, block of BLOCK_D
@@ -36,9 +36,9 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ._common import (block, check_launchable, first_order_combine, launch, new_output,
-                      row_of, sequence_view, sigmoid, softplus, strides)
-from ._common import _config as config
+from ..triton_launch import (block, check_launchable, first_order_combine, launch,
+                             new_output, row_of, sequence_view, sigmoid, softplus, strides)
+from ..triton_launch import _config as config
 
 
 @triton.jit
@@ -396,7 +396,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
 
 
 def selective_scan_triton(u, delta, A, B, delta_bias=None, delta_softplus=True):
-    """Selective scan on Triton kernels; see ``ops.selective_scan.selective_scan_ref``.
+    """Selective scan on Triton kernels; see ``reference.selective_scan_ref``.
 
     Args:
         u, delta (Tensor): (batch, D, L), float32 / bfloat16 / float16, any strides.

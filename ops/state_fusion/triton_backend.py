@@ -3,14 +3,17 @@
     h = alpha[0] dw3x3_dil1(x) + alpha[1] dw3x3_dil3(x) + alpha[2] dw3x3_dil5(x)
 
 replicate borders (clamped indices), conv2d cross-correlation. Operands are
-(batch, L, D) views of (batch, D, H, W) tensors (``_common.sequence_view``);
-kernels (3, D, 3, 3) for dilations 1, 3, 5; alpha (3,).
+(batch, L, D) views of (batch, D, H, W) tensors (``triton_launch.sequence_view``);
+kernels (3, D, 3, 3), one per dilation of ``DILATIONS``; alpha (3,).
 
-Taps. The 27 taps have 25 distinct offsets (the three centres coincide).
-:func:`fold_tap_weights` folds kernels and alpha into per-channel weights ``w``
-of shape (25, D): row 0 the centre (sum of the three centre taps), row
-``1 + 8 i + k`` the k-th non-centre tap of dilation ``(1, 3, 5)[i]``, so the
-stencil is ``h(p) = sum_k w_k x(clamp(p + off_k))``.
+Taps. The 27 taps have 25 distinct offsets (the three centres coincide):
+:data:`NUM_TAPS`, from ``DILATIONS``. :func:`fold_tap_weights` folds kernels
+and alpha into per-channel weights ``w`` of shape (NUM_TAPS, D): row 0 the
+centre (sum of the three centre taps), row ``1 + 8 i + k`` the k-th non-centre
+tap of dilation ``DILATIONS[i]``, so the stencil is
+``h(p) = sum_k w_k x(clamp(p + off_k))``. The kernels unroll the dilations as
+``2 DI + 1`` for DI < 3; importing this module checks that against
+``DILATIONS``.
 
 Forward: one program per (BLOCK_P pixels, BLOCK_D channels, batch) tile; each
 of the 25 taps is a gather of BLOCK_P rows of BLOCK_D contiguous channels
@@ -41,29 +44,35 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ._common import (block, check_launchable, launch, new_output, sequence_view,
-                      strides)
-from ._common import _config as config
+from ..triton_launch import (block, check_launchable, launch, new_output, sequence_view,
+                             strides)
+from ..triton_launch import _config as config
+from .reference import DILATIONS
 
-NUM_TAPS = tl.constexpr(25)
+NUM_TAPS = tl.constexpr(1 + 8 * len(DILATIONS))
+"""Distinct offsets of the stencil: the shared centre and 8 others per dilation."""
+if DILATIONS != tuple(2 * i + 1 for i in range(3)):
+    raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
+                      f'DI < 3; DILATIONS is {DILATIONS}')
 
 
 def fold_tap_weights(kernels, alpha):
-    """(25, D) float32 weights of the distinct offsets (not differentiable).
+    """(NUM_TAPS, D) float32 weights of the distinct offsets (not differentiable).
 
     Slices and sums on the kernels' device: no index tensor, no host sync.
     """
     taps = (alpha.detach().float()[:, None, None, None] * kernels.detach().float())
-    taps = taps.flatten(2).transpose(1, 2)                          # (3, 9, D)
+    taps = taps.flatten(2).transpose(1, 2)              # (len(DILATIONS), 9, D)
     centre = taps[:, 4].sum(0, keepdim=True)                         # (1, D)
-    others = torch.cat([taps[:, :4], taps[:, 5:]], dim=1).flatten(0, 1)  # (24, D)
+    others = torch.cat([taps[:, :4], taps[:, 5:]], dim=1).flatten(0, 1)  # (NUM_TAPS - 1, D)
     return torch.cat([centre, others]).contiguous()
 
 
 def kernel_grads(S, kernels, alpha):
-    """g_kernels (3, D, 3, 3), g_alpha (3,) from S (25, D) = sum g_h * shifted x."""
-    others = S[1:].view(3, 8, -1)
-    S27 = torch.cat([others[:, :4], S[:1].expand(3, 1, -1), others[:, 4:]], dim=1)
+    """g_kernels (3, D, 3, 3), g_alpha (3,) from S (NUM_TAPS, D) = sum g_h * shifted x."""
+    dilations = len(DILATIONS)
+    others = S[1:].view(dilations, 8, -1)
+    S27 = torch.cat([others[:, :4], S[:1].expand(dilations, 1, -1), others[:, 4:]], dim=1)
     S27 = S27.transpose(1, 2).unflatten(2, (3, 3))                   # (3, D, 3, 3)
     g_kernels = alpha.detach().float()[:, None, None, None] * S27
     g_alpha = (kernels.detach().float() * S27).sum((1, 2, 3))
@@ -424,7 +433,7 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
             gc = tl.sum(g_own * acc_h, axis=1, keep_dims=True) + zero
             tl.store(gc_base + pix[:, None] + 0 * offs_d[None, :], gc,
                      mask=mask_w[:, None] & (offs_d == pid_d * BLOCK_D)[None, :])
-    s_ptr = s_part_ptr + (b * n_tiles + pid) * (25 * D)
+    s_ptr = s_part_ptr + (b * n_tiles + pid) * (NUM_TAPS * D)
     tl.store(s_ptr + offs_d, tl.sum(s0, axis=0), mask=mask_d)
     _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
     _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
@@ -454,7 +463,7 @@ def check_image_offsets(op_name, *views):
 
 
 def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
-    """Stencil of x ((batch, L, D) view) with folded weights (25, D) float32, into
+    """Stencil of x ((batch, L, D) view) with folded weights (NUM_TAPS, D) float32, into
     ``out`` ((batch, L, D) view). With C ((batch, L) view), u ((batch, L, D)) and
     Dskip (D,): the fused SSM readout ``C * stencil(x) + Dskip * u``."""
     check_launchable('state_fusion_triton', _fusion_fwd_kernel, x, weights)
@@ -493,12 +502,12 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     Args:
         g (Tensor): (batch, L, D) view, gradient of the output (of y when C).
         x (Tensor): (batch, L, D) view, the stencil's input.
-        weights (Tensor): (25, D) float32 folded weights.
+        weights (Tensor): (NUM_TAPS, D) float32 folded weights.
         g_x (Tensor): (batch, L, D) view to write the input gradient into.
         C (Tensor, optional): (batch, L) view, the fused readout's C.
 
     Returns:
-        (S (25, D) float32 weight sums, g_C (batch, L) float32 or None).
+        (S (NUM_TAPS, D) float32 weight sums, g_C (batch, L) float32 or None).
     """
     check_launchable('state_fusion_triton', _fusion_bwd_kernel, g, x, weights)
     check_image_offsets('state_fusion_triton', g, x, g_x, C)
@@ -575,11 +584,12 @@ class StateFusionTritonFn(torch.autograd.Function):
 
 
 def state_fusion_triton(x, kernels, alpha):
-    """State fusion on Triton kernels; see ``ops.state_fusion.state_fusion_ref``.
+    """State fusion on Triton kernels; see ``reference.state_fusion_ref``.
 
     Args:
         x (Tensor): (batch, D, H, W), float32 / bfloat16 / float16, any layout.
-        kernels (Tensor): (3, D, 3, 3) for dilations 1, 3, 5.  alpha (Tensor): (3,).
+        kernels (Tensor): (3, D, 3, 3), one per dilation of ``DILATIONS``.
+        alpha (Tensor): (3,).
 
     Returns:
         Tensor: (batch, D, H, W) in x's dtype (float32 accumulation), channels-last.
