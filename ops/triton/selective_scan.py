@@ -42,12 +42,12 @@ from ._common import _config as config
 
 
 @triton.jit
-def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
-               SOFTPLUS: tl.constexpr):
-    """(z, dt): delta + bias before softplus, and the step size actually used."""
-    z = tl.load(delta_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(z, dt) of one step's channels: delta + bias before softplus, and the
+    step size actually used."""
+    z = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        z = z + bias[None, :]
+        z = z + bias
     dt = z
     if SOFTPLUS:
         dt = softplus(z)
@@ -55,28 +55,25 @@ def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
-def _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
-                BLOCK_D: tl.constexpr):
-    """This program's tile of a (chunks, channel blocks, batch x N) grid: its
-    indices, batch (int64) and state index, step and channel indices, masks,
-    positions (int64), and the channels' A[:, n] and delta bias."""
+def _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
+                   BLOCK_D: tl.constexpr):
+    """This program's part of a (chunks, channel blocks, batch x N) grid: its
+    indices, batch (int64) and state index, first step and number of steps,
+    channel indices and mask, and the channels' A[:, n] and delta bias."""
     pid_c = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_bn = tl.program_id(2)
     b = (pid_bn // N).to(tl.int64)
     n = pid_bn % N
-    idx = tl.arange(0, BLOCK_L)
-    offs_l = pid_c * BLOCK_L + idx
+    start = pid_c * BLOCK_L
+    steps = tl.minimum(L - start, BLOCK_L)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_l = offs_l < L
     mask_d = offs_d < D
-    mask = mask_l[:, None] & mask_d[None, :]
     A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
-    return (pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask,
-            offs_l.to(tl.int64), A, bias)
+    return pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias
 
 
 @triton.jit
@@ -89,27 +86,38 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
                        BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """Summary pass (FINAL false): write each chunk's decay product and end
     state from a zero start. Final pass: the states, from the chunk carries
-    that ``_scan_carry_kernel`` left in ``end_ptr``."""
-    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
-        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
-    _, dt = _step_size(delta_ptr + b * sd_b, pos[:, None] * sd_l + offs_d[None, :] * sd_d,
-                       mask, bias, HAS_BIAS, SOFTPLUS)
-    u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
-                mask=mask, other=0.0).to(tl.float32)
-    Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
-                 other=0.0).to(tl.float32)
-    decay = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
-    drive = tl.where(mask, dt * u * Bt[:, None], 0.0)
-    decay, x = tl.associative_scan((decay, drive), 0, first_order_combine)
+    that ``_scan_carry_kernel`` left in ``end_ptr``. Either walks the chunk's
+    steps in time order with the state of BLOCK_D channels in registers."""
+    pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
+    row = start.to(tl.int64)
+    u_ptrs = u_ptr + b * su_b + row * su_l + offs_d * su_d
+    delta_ptrs = delta_ptr + b * sd_b + row * sd_l + offs_d * sd_d
+    B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l
+    x_ptrs = x_ptr + b * sx_b + n * sx_n + row * sx_l + offs_d * sx_d
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
-        carry = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
-        x = x + decay * carry[None, :]
-        tl.store(x_ptr + b * sx_b + n * sx_n + pos[:, None] * sx_l + offs_d[None, :] * sx_d,
-                 x, mask=mask)
+        x = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
     else:
-        tl.store(decay_ptr + summary, row_of(decay, idx, BLOCK_L - 1), mask=mask_d)
-        tl.store(end_ptr + summary, row_of(x, idx, BLOCK_L - 1), mask=mask_d)
+        x = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for _ in range(steps):
+        _, dt = _step_size(delta_ptrs, mask_d, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_ptrs, mask=mask_d, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptrs).to(tl.float32)
+        a = tl.exp(dt * A)
+        x = a * x + dt * Bt * u
+        if FINAL:
+            tl.store(x_ptrs, x, mask=mask_d)
+            x_ptrs += sx_l
+        else:
+            decay *= a
+        u_ptrs += su_l
+        delta_ptrs += sd_l
+        B_ptrs += sB_l
+    if not FINAL:
+        tl.store(decay_ptr + summary, decay, mask=mask_d)
+        tl.store(end_ptr + summary, x, mask=mask_d)
 
 
 @triton.jit
@@ -151,66 +159,90 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            HAS_SKIP: tl.constexpr, FINAL: tl.constexpr,
                            BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Adjoint scan over one chunk. Summary pass: the chunk's decay product and
-    its adjoint at the chunk start from a zero carry. Final pass: the adjoints
-    from the carries of ``_scan_carry_kernel`` and every gradient; with HAS_SKIP
-    (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
+    """Adjoint scan over one chunk, its steps walked backwards in time with the
+    adjoint of BLOCK_D channels in registers. Summary pass: the chunk's decay
+    product and its adjoint at the chunk start from a zero carry. Final pass:
+    the adjoints from the carries of ``_scan_carry_kernel`` and every gradient;
+    with HAS_SKIP (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
     ``g_Dskip = sum_t g_y u``. For N > 1 ``gu_ptr``/``gdelta_ptr`` hold one
     float32 slice per n (``pid_bn`` rows of (batch*N, L, D))."""
-    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
-        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
-    g = tl.load(gx_ptr + b * sg_b + n * sg_n + pos[:, None] * sg_l + offs_d[None, :] * sg_d,
-                mask=mask, other=0.0).to(tl.float32)
-    delta_offs = pos[:, None] * sd_l + offs_d[None, :] * sd_d
-    # a_{t+1}: zero at t = L - 1, nothing flows back from past the sequence
-    mask_next = mask & (offs_l + 1 < L)[:, None]
-    _, dt_next = _step_size(delta_ptr + b * sd_b + sd_l, delta_offs, mask_next, bias,
-                            HAS_BIAS, SOFTPLUS)
-    decay_next = tl.where(mask_next, tl.exp(dt_next * A[None, :]), 0.0)
-    decay_acc, lam = tl.associative_scan((decay_next, g), 0, first_order_combine,
-                                         reverse=True)
+    pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
+    last = start + steps - 1
+    row = last.to(tl.int64)
+    g_ptrs = gx_ptr + b * sg_b + n * sg_n + row * sg_l + offs_d * sg_d
+    delta_ptrs = delta_ptr + b * sd_b + row * sd_l + offs_d * sd_d
+    # a_{t+1} of the chunk's last step: zero at t = L - 1, nothing flows back
+    # from past the sequence
+    has_next = last + 1 < L
+    _, dt_next = _step_size(delta_ptrs + sd_l, mask_d & has_next, bias, HAS_BIAS, SOFTPLUS)
+    a_next = tl.where(has_next, tl.exp(dt_next * A), 0.0)
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
-        carry = tl.load(start_ptr + summary + D, mask=mask_d & (pid_c + 1 < n_chunks),
-                        other=0.0)
-        lam = lam + decay_acc * carry[None, :]
-        z, dt = _step_size(delta_ptr + b * sd_b, delta_offs, mask, bias, HAS_BIAS,
-                           SOFTPLUS)
-        x_prev = tl.load(x_ptr + b * sx_b + n * sx_n + (pos[:, None] - 1) * sx_l
-                         + offs_d[None, :] * sx_d,
-                         mask=mask & (offs_l >= 1)[:, None], other=0.0)
-        u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
-                    mask=mask, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
-                     other=0.0).to(tl.float32)
-        decay = tl.exp(dt * A[None, :])
-        g_decay = tl.where(mask, lam * x_prev * decay, 0.0)       # d/d(log decay)
-        g_dt = g_decay * A[None, :] + lam * Bt[:, None] * u
-        g_u = lam * dt * Bt[:, None]
-        partial = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
-        tl.store(gA_ptr + partial, tl.sum(g_decay * dt, axis=0), mask=mask_d)
+        lam = tl.load(start_ptr + summary + D, mask=mask_d & has_next, other=0.0)
+        x_ptrs = x_ptr + b * sx_b + n * sx_n + (row - 1) * sx_l + offs_d * sx_d
+        u_ptrs = u_ptr + b * su_b + row * su_l + offs_d * su_d
+        B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l
+        gy_ptrs = gy_ptr + b * sy_b + row * sy_l + offs_d * sy_d
+        rows = pid_bn.to(tl.int64)      # b, or b * N + n for the per-n slices
+        gu_ptrs = gu_ptr + rows * sgu_b + row * sgu_l + offs_d * sgu_d
+        gdelta_ptrs = gdelta_ptr + rows * sgd_b + row * sgd_l + offs_d * sgd_d
+        gB_ptrs = gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row
+        dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_SKIP:
-            gy = tl.load(gy_ptr + b * sy_b + pos[:, None] * sy_l + offs_d[None, :] * sy_d,
-                         mask=mask, other=0.0).to(tl.float32)
             dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
-            g_u += dskip[None, :] * gy
-            tl.store(gdskip_ptr + partial, tl.sum(gy * u, axis=0), mask=mask_d)
-        g_z = g_dt
-        if SOFTPLUS:
-            g_z = g_dt * sigmoid(z)
-        g_z = tl.where(mask, g_z, 0.0)
-        tl.store(gbias_ptr + partial, tl.sum(g_z, axis=0), mask=mask_d)
-        row = pid_bn.to(tl.int64)       # b, or b * N + n for the per-n slices
-        tl.store(gu_ptr + row * sgu_b + pos[:, None] * sgu_l + offs_d[None, :] * sgu_d,
-                 g_u, mask=mask)
-        tl.store(gdelta_ptr + row * sgd_b + pos[:, None] * sgd_l + offs_d[None, :] * sgd_d,
-                 g_z, mask=mask)
-        g_B = tl.sum(tl.where(mask, lam * dt * u, 0.0), axis=1)
-        tl.store(gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + pos, g_B,
-                 mask=mask_l)
+        g_A = tl.zeros([BLOCK_D], dtype=tl.float32)
+        g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        g_dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
     else:
-        tl.store(decay_ptr + summary, row_of(decay_acc, idx, 0), mask=mask_d)
-        tl.store(start_ptr + summary, row_of(lam, idx, 0), mask=mask_d)
+        lam = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for t in range(steps):
+        g = tl.load(g_ptrs, mask=mask_d, other=0.0).to(tl.float32)
+        z, dt = _step_size(delta_ptrs, mask_d, bias, HAS_BIAS, SOFTPLUS)
+        a = tl.exp(dt * A)
+        lam = g + a_next * lam
+        if FINAL:
+            # x_{t-1}: zero before the sequence's first step
+            x_prev = tl.load(x_ptrs, mask=mask_d & (t < last), other=0.0)
+            u = tl.load(u_ptrs, mask=mask_d, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptrs).to(tl.float32)
+            g_decay = lam * x_prev * a                   # d/d(log decay)
+            lam_dt = lam * dt
+            g_dt = g_decay * A + lam * Bt * u
+            g_u = lam_dt * Bt
+            g_A += g_decay * dt
+            if HAS_SKIP:
+                gy = tl.load(gy_ptrs, mask=mask_d, other=0.0).to(tl.float32)
+                g_u += dskip * gy
+                g_dskip += gy * u
+                gy_ptrs -= sy_l
+            g_z = g_dt
+            if SOFTPLUS:
+                g_z = g_dt * sigmoid(z)
+            g_bias += g_z
+            tl.store(gu_ptrs, g_u, mask=mask_d)
+            tl.store(gdelta_ptrs, g_z, mask=mask_d)
+            tl.store(gB_ptrs, tl.sum(lam_dt * u, axis=0))
+            x_ptrs -= sx_l
+            u_ptrs -= su_l
+            B_ptrs -= sB_l
+            gu_ptrs -= sgu_l
+            gdelta_ptrs -= sgd_l
+            gB_ptrs -= 1
+        else:
+            decay *= a_next
+        a_next = a
+        g_ptrs -= sg_l
+        delta_ptrs -= sd_l
+    if FINAL:
+        tl.store(gA_ptr + summary, g_A, mask=mask_d)
+        tl.store(gbias_ptr + summary, g_bias, mask=mask_d)
+        if HAS_SKIP:
+            tl.store(gdskip_ptr + summary, g_dskip, mask=mask_d)
+    else:
+        tl.store(decay_ptr + summary, decay, mask=mask_d)
+        tl.store(start_ptr + summary, lam, mask=mask_d)
 
 
 # ----------------------------------------------------------------------- launchers
