@@ -27,6 +27,7 @@ import triton.language as tl
 # Launch settings; a sweep or a test changes them with ``override_config``.
 _DEFAULT_CONFIG = dict(
     scan_block_l=64,        # time steps per scan chunk (power of two)
+    scan_block_t=1,         # time steps per iteration of a chunk's loop (power of two)
     scan_block_d=32,        # channels per scan program (power of two)
     scan_block_c=64,        # chunks per step of the carry pass (power of two)
     scan_fwd_warps=4,

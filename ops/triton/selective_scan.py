@@ -43,11 +43,11 @@ from ._common import _config as config
 
 @triton.jit
 def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """(z, dt) of one step's channels: delta + bias before softplus, and the
-    step size actually used."""
+    """(z, dt) of a (BLOCK_T, BLOCK_D) tile: delta + bias before softplus, and
+    the step size actually used."""
     z = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        z = z + bias
+        z = z + bias[None, :]
     dt = z
     if SOFTPLUS:
         dt = softplus(z)
@@ -55,11 +55,21 @@ def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.cons
 
 
 @triton.jit
+def _adjoint_combine(later_g, later_p, later_f, g, p, f):
+    """Compose adjoint segments, the later one first. A segment [i, j] maps the
+    flow into it, ``mu = a_{j+1} lam_{j+1}``, to ``lam_i = g + p mu``; ``f`` is
+    ``a_i``, which the earlier segment needs to take in ``a_i lam_i``. One step
+    t is (g_t, 1, a_t)."""
+    return g + p * later_f * later_g, p * later_f * later_p, f
+
+
+@triton.jit
 def _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
-                   BLOCK_D: tl.constexpr):
+                   BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """This program's part of a (chunks, channel blocks, batch x N) grid: its
     indices, batch (int64) and state index, first step and number of steps,
-    channel indices and mask, and the channels' A[:, n] and delta bias."""
+    the step index of a (BLOCK_T, BLOCK_D) tile, channel indices and mask, and
+    the channels' A[:, n] and delta bias."""
     pid_c = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_bn = tl.program_id(2)
@@ -67,13 +77,14 @@ def _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl
     n = pid_bn % N
     start = pid_c * BLOCK_L
     steps = tl.minimum(L - start, BLOCK_L)
+    idx = tl.arange(0, BLOCK_T)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
-    return pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias
+    return pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias
 
 
 @triton.jit
@@ -82,39 +93,46 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
                        su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
                        sx_b, sx_l, sx_d, sx_n,
                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                       FINAL: tl.constexpr,
-                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+                       FINAL: tl.constexpr, BLOCK_L: tl.constexpr,
+                       BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """Summary pass (FINAL false): write each chunk's decay product and end
     state from a zero start. Final pass: the states, from the chunk carries
-    that ``_scan_carry_kernel`` left in ``end_ptr``. Either walks the chunk's
-    steps in time order with the state of BLOCK_D channels in registers."""
-    pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias = \
-        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
+    that ``_scan_carry_kernel`` left in ``end_ptr``. Either walks the chunk in
+    time order, BLOCK_T steps at a time, the state carried in registers."""
+    pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
     row = start.to(tl.int64)
-    u_ptrs = u_ptr + b * su_b + row * su_l + offs_d * su_d
-    delta_ptrs = delta_ptr + b * sd_b + row * sd_l + offs_d * sd_d
-    B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l
-    x_ptrs = x_ptr + b * sx_b + n * sx_n + row * sx_l + offs_d * sx_d
+    # this tile's pointers, moved on by BLOCK_T steps per iteration
+    u_ptrs = u_ptr + b * su_b + row * su_l + (idx * su_l)[:, None] + offs_d[None, :] * su_d
+    delta_ptrs = (delta_ptr + b * sd_b + row * sd_l + (idx * sd_l)[:, None]
+                  + offs_d[None, :] * sd_d)
+    B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l + idx * sB_l
+    x_ptrs = (x_ptr + b * sx_b + n * sx_n + row * sx_l + (idx * sx_l)[:, None]
+              + offs_d[None, :] * sx_d)
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
     decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
         x = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
     else:
         x = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for _ in range(steps):
-        _, dt = _step_size(delta_ptrs, mask_d, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_ptrs, mask=mask_d, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptrs).to(tl.float32)
-        a = tl.exp(dt * A)
-        x = a * x + dt * Bt * u
+    for t in range(0, steps, BLOCK_T):
+        mask_t = t + idx < steps
+        mask = mask_t[:, None] & mask_d[None, :]
+        _, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
+        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        a, drive = tl.associative_scan((a, dt * u * Bt[:, None]), 0, first_order_combine)
+        states = drive + a * x[None, :]
+        x = row_of(states, idx, BLOCK_T - 1)
         if FINAL:
-            tl.store(x_ptrs, x, mask=mask_d)
-            x_ptrs += sx_l
+            tl.store(x_ptrs, states, mask=mask)
+            x_ptrs += BLOCK_T * sx_l
         else:
-            decay *= a
-        u_ptrs += su_l
-        delta_ptrs += sd_l
-        B_ptrs += sB_l
+            decay *= row_of(a, idx, BLOCK_T - 1)
+        u_ptrs += BLOCK_T * su_l
+        delta_ptrs += BLOCK_T * sd_l
+        B_ptrs += BLOCK_T * sB_l
     if not FINAL:
         tl.store(decay_ptr + summary, decay, mask=mask_d)
         tl.store(end_ptr + summary, x, mask=mask_d)
@@ -158,37 +176,44 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
                            sy_b, sy_l, sy_d, sgu_b, sgu_l, sgu_d, sgd_b, sgd_l, sgd_d,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            HAS_SKIP: tl.constexpr, FINAL: tl.constexpr,
-                           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Adjoint scan over one chunk, its steps walked backwards in time with the
-    adjoint of BLOCK_D channels in registers. Summary pass: the chunk's decay
-    product and its adjoint at the chunk start from a zero carry. Final pass:
-    the adjoints from the carries of ``_scan_carry_kernel`` and every gradient;
-    with HAS_SKIP (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
-    ``g_Dskip = sum_t g_y u``. For N > 1 ``gu_ptr``/``gdelta_ptr`` hold one
-    float32 slice per n (``pid_bn`` rows of (batch*N, L, D))."""
-    pid_c, pid_d, pid_bn, b, n, start, steps, offs_d, mask_d, A, bias = \
-        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
-    last = start + steps - 1
-    row = last.to(tl.int64)
-    g_ptrs = gx_ptr + b * sg_b + n * sg_n + row * sg_l + offs_d * sg_d
-    delta_ptrs = delta_ptr + b * sd_b + row * sd_l + offs_d * sd_d
-    # a_{t+1} of the chunk's last step: zero at t = L - 1, nothing flows back
-    # from past the sequence
-    has_next = last + 1 < L
-    _, dt_next = _step_size(delta_ptrs + sd_l, mask_d & has_next, bias, HAS_BIAS, SOFTPLUS)
-    a_next = tl.where(has_next, tl.exp(dt_next * A), 0.0)
+                           BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr,
+                           BLOCK_D: tl.constexpr):
+    """Adjoint scan over one chunk, walked backwards in time BLOCK_T steps at a
+    time with the flow ``mu = a_t lam_t`` into the steps before carried in
+    registers. Summary pass: the chunk's decay product and its flow at the chunk
+    start from a zero carry. Final pass: the adjoints from the carries of
+    ``_scan_carry_kernel`` and every gradient; with HAS_SKIP (fused op, N = 1)
+    also ``g_u += Dskip g_y`` and partials of ``g_Dskip = sum_t g_y u``. For
+    N > 1 ``gu_ptr``/``gdelta_ptr`` hold one float32 slice per n (``pid_bn``
+    rows of (batch*N, L, D))."""
+    pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
+    # the last tile ends at the chunk's last step; the first may reach before
+    # the chunk's start (those steps masked)
+    first = start + steps - BLOCK_T
+    row = first.to(tl.int64)
+    g_ptrs = (gx_ptr + b * sg_b + n * sg_n + row * sg_l + (idx * sg_l)[:, None]
+              + offs_d[None, :] * sg_d)
+    delta_ptrs = (delta_ptr + b * sd_b + row * sd_l + (idx * sd_l)[:, None]
+                  + offs_d[None, :] * sd_d)
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
     decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
-        lam = tl.load(start_ptr + summary + D, mask=mask_d & has_next, other=0.0)
-        x_ptrs = x_ptr + b * sx_b + n * sx_n + (row - 1) * sx_l + offs_d * sx_d
-        u_ptrs = u_ptr + b * su_b + row * su_l + offs_d * su_d
-        B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l
-        gy_ptrs = gy_ptr + b * sy_b + row * sy_l + offs_d * sy_d
+        mu = tl.load(start_ptr + summary + D, mask=mask_d & (pid_c + 1 < n_chunks),
+                     other=0.0)
+        x_ptrs = (x_ptr + b * sx_b + n * sx_n + (row - 1) * sx_l + (idx * sx_l)[:, None]
+                  + offs_d[None, :] * sx_d)
+        u_ptrs = (u_ptr + b * su_b + row * su_l + (idx * su_l)[:, None]
+                  + offs_d[None, :] * su_d)
+        B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l + idx * sB_l
+        gy_ptrs = (gy_ptr + b * sy_b + row * sy_l + (idx * sy_l)[:, None]
+                   + offs_d[None, :] * sy_d)
         rows = pid_bn.to(tl.int64)      # b, or b * N + n for the per-n slices
-        gu_ptrs = gu_ptr + rows * sgu_b + row * sgu_l + offs_d * sgu_d
-        gdelta_ptrs = gdelta_ptr + rows * sgd_b + row * sgd_l + offs_d * sgd_d
-        gB_ptrs = gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row
+        gu_ptrs = (gu_ptr + rows * sgu_b + row * sgu_l + (idx * sgu_l)[:, None]
+                   + offs_d[None, :] * sgu_d)
+        gdelta_ptrs = (gdelta_ptr + rows * sgd_b + row * sgd_l + (idx * sgd_l)[:, None]
+                       + offs_d[None, :] * sgd_d)
+        gB_ptrs = gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row + idx
         dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_SKIP:
             dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
@@ -196,45 +221,53 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
         g_dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
     else:
-        lam = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for t in range(steps):
-        g = tl.load(g_ptrs, mask=mask_d, other=0.0).to(tl.float32)
-        z, dt = _step_size(delta_ptrs, mask_d, bias, HAS_BIAS, SOFTPLUS)
-        a = tl.exp(dt * A)
-        lam = g + a_next * lam
+        mu = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for t in range(0, steps, BLOCK_T):
+        pos = first - t + idx
+        mask_t = pos >= start
+        mask = mask_t[:, None] & mask_d[None, :]
+        g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
+        z, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        # (lam - p mu, p, a) of the steps from each step to the tile's end;
+        # masked steps (1 for a, 0 for g) only precede the valid ones
+        g, p, f = tl.associative_scan((g, tl.full(g.shape, 1.0, tl.float32), a), 0,
+                                      _adjoint_combine, reverse=True)
+        lam = g + p * mu[None, :]
         if FINAL:
             # x_{t-1}: zero before the sequence's first step
-            x_prev = tl.load(x_ptrs, mask=mask_d & (t < last), other=0.0)
-            u = tl.load(u_ptrs, mask=mask_d, other=0.0).to(tl.float32)
-            Bt = tl.load(B_ptrs).to(tl.float32)
+            x_prev = tl.load(x_ptrs, mask=mask & (pos > 0)[:, None], other=0.0)
+            u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
             g_decay = lam * x_prev * a                   # d/d(log decay)
             lam_dt = lam * dt
-            g_dt = g_decay * A + lam * Bt * u
-            g_u = lam_dt * Bt
-            g_A += g_decay * dt
+            g_dt = g_decay * A[None, :] + lam * Bt[:, None] * u
+            g_u = lam_dt * Bt[:, None]
+            g_A += tl.sum(g_decay * dt, axis=0)
             if HAS_SKIP:
-                gy = tl.load(gy_ptrs, mask=mask_d, other=0.0).to(tl.float32)
-                g_u += dskip * gy
-                g_dskip += gy * u
-                gy_ptrs -= sy_l
+                gy = tl.load(gy_ptrs, mask=mask, other=0.0).to(tl.float32)
+                g_u += dskip[None, :] * gy
+                g_dskip += tl.sum(gy * u, axis=0)
+                gy_ptrs -= BLOCK_T * sy_l
             g_z = g_dt
             if SOFTPLUS:
                 g_z = g_dt * sigmoid(z)
-            g_bias += g_z
-            tl.store(gu_ptrs, g_u, mask=mask_d)
-            tl.store(gdelta_ptrs, g_z, mask=mask_d)
-            tl.store(gB_ptrs, tl.sum(lam_dt * u, axis=0))
-            x_ptrs -= sx_l
-            u_ptrs -= su_l
-            B_ptrs -= sB_l
-            gu_ptrs -= sgu_l
-            gdelta_ptrs -= sgd_l
-            gB_ptrs -= 1
+            g_bias += tl.sum(tl.where(mask, g_z, 0.0), axis=0)
+            tl.store(gu_ptrs, g_u, mask=mask)
+            tl.store(gdelta_ptrs, g_z, mask=mask)
+            tl.store(gB_ptrs, tl.sum(lam_dt * u, axis=1), mask=mask_t)
+            x_ptrs -= BLOCK_T * sx_l
+            u_ptrs -= BLOCK_T * su_l
+            B_ptrs -= BLOCK_T * sB_l
+            gu_ptrs -= BLOCK_T * sgu_l
+            gdelta_ptrs -= BLOCK_T * sgd_l
+            gB_ptrs -= BLOCK_T
         else:
-            decay *= a_next
-        a_next = a
-        g_ptrs -= sg_l
-        delta_ptrs -= sd_l
+            decay *= row_of(p * f, idx, 0)
+        # the flow into the steps before the tile: a lam of its first valid step
+        mu = row_of(a * lam, idx, 0)
+        g_ptrs -= BLOCK_T * sg_l
+        delta_ptrs -= BLOCK_T * sd_l
     if FINAL:
         tl.store(gA_ptr + summary, g_A, mask=mask_d)
         tl.store(gbias_ptr + summary, g_bias, mask=mask_d)
@@ -242,7 +275,7 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
             tl.store(gdskip_ptr + summary, g_dskip, mask=mask_d)
     else:
         tl.store(decay_ptr + summary, decay, mask=mask_d)
-        tl.store(start_ptr + summary, lam, mask=mask_d)
+        tl.store(start_ptr + summary, mu, mask=mask_d)
 
 
 # ----------------------------------------------------------------------- launchers
@@ -256,10 +289,11 @@ def _params(A, delta_bias, Dskip=None):
 
 def _grid(batch, channels, state_dim, length):
     block_l = block('scan_block_l', length)
+    block_t = block('scan_block_t', block_l)
     block_d = block('scan_block_d', channels)
     n_chunks = triton.cdiv(length, block_l)
-    return block_l, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),
-                                        batch * state_dim)
+    return block_l, block_t, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),
+                                                 batch * state_dim)
 
 
 def _carry(decay, end, channels, reverse, block_d):
@@ -281,7 +315,7 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
     state_dim = A.shape[1]
     A, bias, _ = _params(A, delta_bias)
     states = new_output((batch, length, channels, state_dim), torch.float32, u.device)
-    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    block_l, block_t, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
     decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
                         device=u.device)
     end = torch.empty_like(decay)
@@ -289,7 +323,7 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
             length, channels, state_dim, n_chunks, *strides(u), *strides(delta),
             *strides(B), *states.stride())
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                BLOCK_L=block_l, BLOCK_D=block_d, num_warps=config['scan_fwd_warps'])
+                BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=config['scan_fwd_warps'])
     launch(_scan_chunk_kernel, grid, *args, FINAL=False, reads=(u, delta, B),
            writes=(decay, end), **meta)
     _carry(decay, end, channels, False, block_d)
@@ -329,7 +363,7 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
     else:                   # one float32 slice per n, summed below
         gu_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
         gd_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
-    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    block_l, block_t, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
     n_dblocks = grid[1]
     partial_shape = (batch, state_dim, n_chunks, channels)
     g_A = new_output(partial_shape, torch.float32, dev)
@@ -347,7 +381,7 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
             *g_states.stride(), *states.stride(), *strides(u), *strides(delta),
             *strides(B), *strides(g_y_arg), *strides(gu_rows), *strides(gd_rows))
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_D=block_d,
+                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
                 num_warps=config['scan_bwd_warps'])
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
            reads=(g_states, delta), writes=(decay, start), **meta)
