@@ -296,9 +296,10 @@ def _grid(batch, channels, state_dim, length):
                                                  batch * state_dim)
 
 
-def _carry(decay, end, channels, reverse, block_d):
+def _carry(decay, end, channels, reverse):
     """Launch the carry pass over the chunk summaries (batch*N, chunks, D)."""
     rows, n_chunks, _ = end.shape
+    block_d = block('scan_carry_block_d', channels)
     launch(_scan_carry_kernel, (triton.cdiv(channels, block_d), rows),
            decay, end, channels, n_chunks, REVERSE=reverse,
            BLOCK_C=block('scan_block_c', n_chunks), BLOCK_D=block_d,
@@ -323,10 +324,11 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
             length, channels, state_dim, n_chunks, *strides(u), *strides(delta),
             *strides(B), *states.stride())
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=config['scan_fwd_warps'])
+                BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
+                num_warps=config['scan_fwd_warps'])
     launch(_scan_chunk_kernel, grid, *args, FINAL=False, reads=(u, delta, B),
            writes=(decay, end), **meta)
-    _carry(decay, end, channels, False, block_d)
+    _carry(decay, end, channels, False)
     launch(_scan_chunk_kernel, grid, *args, FINAL=True, reads=(u, delta, B, end),
            writes=(states,), **meta)
     return states
@@ -385,7 +387,7 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
                 num_warps=config['scan_bwd_warps'])
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
            reads=(g_states, delta), writes=(decay, start), **meta)
-    _carry(decay, start, channels, True, block_d)
+    _carry(decay, start, channels, True)
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=True,
            reads=(g_states, states, u, delta, B, start, g_y),
            writes=(gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip), **meta)

@@ -56,9 +56,9 @@ if not CUDA and not kernels_interpreted():
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
 # Small blocks: several chunks of the scan, partial tiles, several channel blocks.
-SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, fusion_block_p=16,
-                    fusion_bwd_block_p=16, fusion_block_d=2, ring_block_r=8,
-                    ring_block_d=4)
+SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, scan_carry_block_d=2,
+                    fusion_block_p=16, fusion_bwd_block_p=16, fusion_block_d=2,
+                    ring_block_r=8, ring_block_d=4)
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +129,19 @@ def scan_inputs(batch, channels, length, state_dim, dtype, bias=True, positive_d
 def test_selective_scan_fp32(batch, channels, length, state_dim):
     inputs = scan_inputs(batch, channels, length, state_dim, torch.float32)
     with override_config(**SMALL_BLOCKS):
+        compare(selective_scan_triton, selective_scan_ref, inputs + (True,),
+                torch.float32, SCAN_NAMES)
+
+
+@pytest.mark.parametrize('block_l,block_t,state_dim', [
+    (8, 2, 1),          # tiles of 2 steps; the sequence's last chunk ends mid-tile
+    (8, 8, 2),          # one tile per chunk, N > 1; chunks shorter than a tile
+])
+def test_selective_scan_step_tiles(block_l, block_t, state_dim):
+    """Chunk loops that take several steps per iteration (``scan_block_t``): the
+    interpreter's long runs use them; partial tiles at both ends of the adjoint walk."""
+    inputs = scan_inputs(2, 3, 13, state_dim, torch.float32)
+    with override_config(**{**SMALL_BLOCKS, 'scan_block_l': block_l, 'scan_block_t': block_t}):
         compare(selective_scan_triton, selective_scan_ref, inputs + (True,),
                 torch.float32, SCAN_NAMES)
 
@@ -255,8 +268,9 @@ def test_structure_aware_ssm_full_length_against_float64():
 
     The interpreter scans element by element in Python, so its cost grows with
     L x D whatever the blocks: one image and 2 channels keep it to about a minute.
-    Blocks: 263 scan chunks of 256 steps whose carries take 17 serial steps of 16
-    (as the default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
+    Blocks: 263 scan chunks of 256 steps, each one tile of the chunk loop, whose
+    carries take 17 serial steps of 16 (as the default 1050 chunks of 64 take 17
+    of 64 on a GPU), 17 stencil tiles.
     """
     from mmspatial.ops.triton.traffic import regime
     stage1 = regime('detection 800x1344 b2 T s1')
@@ -267,8 +281,8 @@ def test_structure_aware_ssm_full_length_against_float64():
         inputs[8].mul_(0.1)
     inputs64 = [x.detach().double().requires_grad_() for x in inputs]
     grad = torch.randn(1, 2, stage1.height, stage1.width, dtype=torch.float64)
-    with override_config(scan_block_l=256, scan_block_c=16, fusion_block_p=4096,
-                         fusion_bwd_block_p=4096, ring_block_r=128):
+    with override_config(scan_block_l=256, scan_block_t=256, scan_block_c=16,
+                         fusion_block_p=4096, fusion_bwd_block_p=4096, ring_block_r=128):
         out = structure_aware_ssm_triton(*inputs, True)
         grads = torch.autograd.grad(out, inputs, grad.float())
     ref = structure_aware_ssm_torch(*inputs64, True)
