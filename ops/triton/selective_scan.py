@@ -8,27 +8,41 @@ the gradients in the caller's layout, states (batch, L, D, N) float32.
 Three launches, each parallel over (chunk of BLOCK_L steps, block of BLOCK_D
 channels, batch x N):
 
-1. ``_scan_chunk_kernel`` (summary): each chunk composes its affine maps
-   x -> a_t x + b_t with ``tl.associative_scan`` along the sequence axis of its
-   (BLOCK_L, BLOCK_D) tile and writes only the composition: the decay product
-   and the end state from a zero start, (batch*N, chunks, D) each;
+1. ``_scan_chunk_kernel`` (summary): each program walks its chunk in time
+   order, the state of its BLOCK_D channels in registers, and writes only the
+   chunk's composition: the decay product and the end state from a zero
+   start, (batch*N, chunks, D) each;
 2. ``_scan_carry_kernel``: one program per (channel block, batch x n) scans the
-   chunk summaries, BLOCK_C chunks per step, into the true end state of every
-   chunk (L / BLOCK_L / BLOCK_C steps: 11 at detection stage 1);
-3. ``_scan_chunk_kernel`` (final): each chunk scans again and adds
-   ``decay product * end state of the previous chunk``, writing the states.
+   chunk summaries, BLOCK_C chunks per step with ``tl.associative_scan``, into
+   the true end state of every chunk (L / BLOCK_L / BLOCK_C steps: 17 at
+   detection stage 1);
+3. ``_scan_chunk_kernel`` (final): the same walk from the end state of the
+   previous chunk, writing the states.
+
+A chunk's loop takes BLOCK_T steps per iteration (``scan_block_t``): a
+(BLOCK_T, BLOCK_D) tile, composed along time with ``tl.associative_scan`` and
+applied to the carried state. On a GPU BLOCK_T is 1: each step is one vector
+load of u and delta per thread (channels-last rows are contiguous), a
+broadcast load of B_t and a few instructions per channel; softplus is taken
+once per element and pass. Larger tiles serve the Triton interpreter, whose
+cost is per operation, not per element. A program waits on its steps' loads
+in turn; they do not depend on the carried state, so what hides their latency
+is the number of programs resident per SM: one-warp programs, many per SM.
 
 The backward is the same three launches on the adjoint recurrence
-``lam_t = g_t + a_{t+1} lam_{t+1}``, run backwards in time by
-``associative_scan(reverse=True)`` over tiles loaded in ascending address
-order; its final pass also forms every gradient:
+``lam_t = g_t + a_{t+1} lam_{t+1}``, walked backwards in time. The loop
+carries the flow ``mu = a_t lam_t`` into the steps before; within a tile
+``_adjoint_combine`` composes steps (g_t, 1, a_t), so no step needs a_{t+1}
+(the summaries and carries are flows at chunk starts). Its final pass also
+forms every gradient:
 
     g_u = lam dt B,  g_B = sum_d lam dt u,  g_dt = lam (x_{t-1} A a_t + B u),
     g_A = sum_{b,t} lam x_{t-1} dt a_t,  then softplus' chain rule and g_bias.
 
 Reductions over channels (g_B) leave one partial per channel block, reductions
-over batch and time (g_A, g_bias, g_Dskip) one per chunk; PyTorch sums them.
-No atomics: results are deterministic. All arithmetic is float32.
+over batch and time (g_A, g_bias, g_Dskip) one per chunk, accumulated in
+registers and stored once; PyTorch sums them. No atomics: results are
+deterministic. All arithmetic is float32.
 """
 import torch
 import triton
