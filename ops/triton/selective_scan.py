@@ -74,7 +74,8 @@ def _adjoint_combine(later_g, later_p, later_f, g, p, f):
     flow into it, ``mu = a_{j+1} lam_{j+1}``, to ``lam_i = g + p mu``; ``f`` is
     ``a_i``, which the earlier segment needs to take in ``a_i lam_i``. One step
     t is (g_t, 1, a_t)."""
-    return g + p * later_f * later_g, p * later_f * later_p, f
+    p_f = p * later_f
+    return g + p_f * later_g, p_f * later_p, f
 
 
 @triton.jit

@@ -55,8 +55,10 @@ if not CUDA and not kernels_interpreted():
 # gradients in bf16/fp16 are rounded once from float32 values).
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
-# Small blocks: several chunks of the scan, partial tiles, several channel blocks.
-SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, scan_carry_block_d=2,
+# Small blocks: several chunks of the scan, partial tiles, several channel blocks;
+# each scan chunk one tile of its loop (test_selective_scan_step_tiles: single steps).
+SMALL_BLOCKS = dict(scan_block_l=4, scan_block_t=4, scan_block_d=2, scan_block_c=2,
+                    scan_carry_block_d=2,
                     fusion_block_p=16, fusion_bwd_block_p=16, fusion_block_d=2,
                     ring_block_r=8, ring_block_d=4)
 
@@ -134,12 +136,15 @@ def test_selective_scan_fp32(batch, channels, length, state_dim):
 
 
 @pytest.mark.parametrize('block_l,block_t,state_dim', [
+    (4, 1, 1),          # one step per iteration, as on a GPU
+    (4, 1, 2),
     (8, 2, 1),          # tiles of 2 steps; the sequence's last chunk ends mid-tile
     (8, 8, 2),          # one tile per chunk, N > 1; chunks shorter than a tile
 ])
 def test_selective_scan_step_tiles(block_l, block_t, state_dim):
-    """Chunk loops that take several steps per iteration (``scan_block_t``): the
-    interpreter's long runs use them; partial tiles at both ends of the adjoint walk."""
+    """Chunk loops that take ``scan_block_t`` steps per iteration: single steps
+    (the GPU's setting) and tiles (the interpreter's long runs), partial at both
+    ends of the adjoint walk."""
     inputs = scan_inputs(2, 3, 13, state_dim, torch.float32)
     with override_config(**{**SMALL_BLOCKS, 'scan_block_l': block_l, 'scan_block_t': block_t}):
         compare(selective_scan_triton, selective_scan_ref, inputs + (True,),
