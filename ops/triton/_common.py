@@ -27,7 +27,8 @@ import triton.language as tl
 # Launch settings; a sweep or a test changes them with ``override_config``.
 _DEFAULT_CONFIG = dict(
     scan_block_l=64,        # time steps per scan chunk (power of two)
-    scan_block_t=1,         # time steps per iteration of a chunk's loop (power of two)
+    scan_block_t=None,      # time steps per iteration of a chunk's loop (power of two;
+                            # None: 1 on a GPU, the whole chunk in the interpreter)
     scan_block_d=128,       # channels per scan chunk program (power of two)
     scan_block_c=64,        # chunks per step of the carry pass (power of two)
     scan_carry_block_d=32,  # channels per program of the carry pass (power of two)

@@ -24,8 +24,8 @@ A chunk's loop takes BLOCK_T steps per iteration (``scan_block_t``): a
 applied to the carried state. On a GPU BLOCK_T is 1: each step is one vector
 load of u and delta per thread (channels-last rows are contiguous), a
 broadcast load of B_t and a few instructions per channel; softplus is taken
-once per element and pass. Larger tiles serve the Triton interpreter, whose
-cost is per operation, not per element. A program waits on its steps' loads
+once per element and pass. The Triton interpreter, whose cost is per
+operation, not per element, takes whole chunks by default. A program waits on its steps' loads
 in turn; they do not depend on the carried state, so what hides their latency
 is the number of programs resident per SM: one-warp programs, many per SM.
 
@@ -50,8 +50,8 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ._common import (block, check_launchable, first_order_combine, launch, new_output,
-                      row_of, sequence_view, sigmoid, softplus, strides)
+from ._common import (block, check_launchable, first_order_combine, is_interpreted, launch,
+                      new_output, row_of, sequence_view, sigmoid, softplus, strides)
 from ._common import _config as config
 
 
@@ -304,7 +304,9 @@ def _params(A, delta_bias, Dskip=None):
 
 def _grid(batch, channels, state_dim, length):
     block_l = block('scan_block_l', length)
-    block_t = block('scan_block_t', block_l)
+    # the interpreter's cost is per operation, not per element: whole-chunk tiles
+    steps = config['scan_block_t'] or (block_l if is_interpreted(_scan_chunk_kernel) else 1)
+    block_t = min(steps, block_l)
     block_d = block('scan_block_d', channels)
     n_chunks = triton.cdiv(length, block_l)
     return block_l, block_t, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),

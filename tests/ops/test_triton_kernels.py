@@ -55,10 +55,8 @@ if not CUDA and not kernels_interpreted():
 # gradients in bf16/fp16 are rounded once from float32 values).
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
-# Small blocks: several chunks of the scan, partial tiles, several channel blocks;
-# each scan chunk one tile of its loop (test_selective_scan_step_tiles: single steps).
-SMALL_BLOCKS = dict(scan_block_l=4, scan_block_t=4, scan_block_d=2, scan_block_c=2,
-                    scan_carry_block_d=2,
+# Small blocks: several chunks of the scan, partial tiles, several channel blocks.
+SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, scan_carry_block_d=2,
                     fusion_block_p=16, fusion_bwd_block_p=16, fusion_block_d=2,
                     ring_block_r=8, ring_block_d=4)
 
@@ -273,9 +271,9 @@ def test_structure_aware_ssm_full_length_against_float64():
 
     The interpreter scans element by element in Python, so its cost grows with
     L x D whatever the blocks: one image and 2 channels keep it to about a minute.
-    Blocks: 263 scan chunks of 256 steps, each one tile of the chunk loop, whose
-    carries take 17 serial steps of 16 (as the default 1050 chunks of 64 take 17
-    of 64 on a GPU), 17 stencil tiles.
+    Blocks: 263 scan chunks of 256 steps (one tile each, the interpreter's
+    default ``scan_block_t``) whose carries take 17 serial steps of 16 (as the
+    default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
     """
     from mmspatial.ops.triton.traffic import regime
     stage1 = regime('detection 800x1344 b2 T s1')
@@ -286,8 +284,8 @@ def test_structure_aware_ssm_full_length_against_float64():
         inputs[8].mul_(0.1)
     inputs64 = [x.detach().double().requires_grad_() for x in inputs]
     grad = torch.randn(1, 2, stage1.height, stage1.width, dtype=torch.float64)
-    with override_config(scan_block_l=256, scan_block_t=256, scan_block_c=16,
-                         fusion_block_p=4096, fusion_bwd_block_p=4096, ring_block_r=128):
+    with override_config(scan_block_l=256, scan_block_c=16, fusion_block_p=4096,
+                         fusion_bwd_block_p=4096, ring_block_r=128):
         out = structure_aware_ssm_triton(*inputs, True)
         grads = torch.autograd.grad(out, inputs, grad.float())
     ref = structure_aware_ssm_torch(*inputs64, True)
@@ -368,6 +366,9 @@ def test_kernels_compile_for_sm90(tmp_path):
                          ('_fusion_bwd_kernel', 'HAS_C'), ('_fusion_bwd_ring_kernel', 'HAS_C')]:
         assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
     assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
+    # compiled kernels walk the scan one step per iteration (scan_block_t None)
+    assert {r['constexprs']['BLOCK_T'] for r in records if 'chunk' in r['kernel']} == {1}
+    assert all(r['loops_matched'] for r in records)
 
 
 # ------------------------------------------------------------------ CUDA section
