@@ -40,10 +40,13 @@ import triton.language as tl
 # Launch settings; a sweep or a test changes them with ``override_config``.
 _DEFAULT_CONFIG = dict(
     scan_block_l=64,        # time steps per scan chunk (power of two)
-    scan_block_d=32,        # channels per scan program (power of two)
+    scan_block_t=None,      # time steps per iteration of a chunk's loop (power of two;
+                            # None: 1 on a GPU, the whole chunk in the interpreter)
+    scan_block_d=128,       # channels per scan chunk program (power of two)
     scan_block_c=64,        # chunks per step of the carry pass (power of two)
-    scan_fwd_warps=4,
-    scan_bwd_warps=8,
+    scan_carry_block_d=32,  # channels per program of the carry pass (power of two)
+    scan_fwd_warps=1,
+    scan_bwd_warps=1,
     fusion_block_p=32,      # pixels per stencil tile (power of two)
     fusion_block_d=32,      # channels per stencil tile (power of two)
     fusion_fwd_warps=4,

@@ -409,8 +409,9 @@ def step_sweep(args, out_dir):
     repeats, warmup = (1, 1) if args.smoke else (10, 2)
     base = time_ms(run, repeats, warmup, dev)
     rows = [('defaults', '', f'{base:.3f}', '1.00')]
-    choices = {'scan_block_l': (32, 64, 128), 'scan_block_d': (16, 32, 64),
-               'scan_fwd_warps': (2, 4, 8), 'scan_bwd_warps': (4, 8),
+    choices = {'scan_block_l': (32, 64, 128), 'scan_block_d': (32, 64, 128),
+               'scan_block_t': (1, 2, 4), 'scan_fwd_warps': (1, 2, 4),
+               'scan_bwd_warps': (1, 2, 4),
                'fusion_block_p': (16, 32, 64), 'fusion_block_d': (16, 32, 64),
                'fusion_fwd_warps': (4, 8), 'fusion_bwd_block_p': (8, 16, 32),
                'fusion_bwd_rows': (8, 16, 32), 'fusion_bwd_warps': (2, 4, 8)}

@@ -8,27 +8,41 @@ the gradients in the caller's layout, states (batch, L, D, N) float32.
 Three launches, each parallel over (chunk of BLOCK_L steps, block of BLOCK_D
 channels, batch x N):
 
-1. ``_scan_chunk_kernel`` (summary): each chunk composes its affine maps
-   x -> a_t x + b_t with ``tl.associative_scan`` along the sequence axis of its
-   (BLOCK_L, BLOCK_D) tile and writes only the composition: the decay product
-   and the end state from a zero start, (batch*N, chunks, D) each;
+1. ``_scan_chunk_kernel`` (summary): each program walks its chunk in time
+   order, the state of its BLOCK_D channels in registers, and writes only the
+   chunk's composition: the decay product and the end state from a zero
+   start, (batch*N, chunks, D) each;
 2. ``_scan_carry_kernel``: one program per (channel block, batch x n) scans the
-   chunk summaries, BLOCK_C chunks per step, into the true end state of every
-   chunk (L / BLOCK_L / BLOCK_C steps: 11 at detection stage 1);
-3. ``_scan_chunk_kernel`` (final): each chunk scans again and adds
-   ``decay product * end state of the previous chunk``, writing the states.
+   chunk summaries, BLOCK_C chunks per step with ``tl.associative_scan``, into
+   the true end state of every chunk (L / BLOCK_L / BLOCK_C steps: 17 at
+   detection stage 1);
+3. ``_scan_chunk_kernel`` (final): the same walk from the end state of the
+   previous chunk, writing the states.
+
+A chunk's loop takes BLOCK_T steps per iteration (``scan_block_t``): a
+(BLOCK_T, BLOCK_D) tile, composed along time with ``tl.associative_scan`` and
+applied to the carried state. On a GPU BLOCK_T is 1: each step is one vector
+load of u and delta per thread (channels-last rows are contiguous), a
+broadcast load of B_t and a few instructions per channel; softplus is taken
+once per element and pass. The Triton interpreter, whose cost is per
+operation, not per element, takes whole chunks by default. A program waits on its steps' loads
+in turn; they do not depend on the carried state, so what hides their latency
+is the number of programs resident per SM: one-warp programs, many per SM.
 
 The backward is the same three launches on the adjoint recurrence
-``lam_t = g_t + a_{t+1} lam_{t+1}``, run backwards in time by
-``associative_scan(reverse=True)`` over tiles loaded in ascending address
-order; its final pass also forms every gradient:
+``lam_t = g_t + a_{t+1} lam_{t+1}``, walked backwards in time. The loop
+carries the flow ``mu = a_t lam_t`` into the steps before; within a tile
+``_adjoint_combine`` composes steps (g_t, 1, a_t), so no step needs a_{t+1}
+(the summaries and carries are flows at chunk starts). Its final pass also
+forms every gradient:
 
     g_u = lam dt B,  g_B = sum_d lam dt u,  g_dt = lam (x_{t-1} A a_t + B u),
     g_A = sum_{b,t} lam x_{t-1} dt a_t,  then softplus' chain rule and g_bias.
 
 Reductions over channels (g_B) leave one partial per channel block, reductions
-over batch and time (g_A, g_bias, g_Dskip) one per chunk; PyTorch sums them.
-No atomics: results are deterministic. All arithmetic is float32.
+over batch and time (g_A, g_bias, g_Dskip) one per chunk, accumulated in
+registers and stored once; PyTorch sums them. No atomics: results are
+deterministic. All arithmetic is float32.
 """
 import torch
 import triton
@@ -36,16 +50,17 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ..triton_launch import (block, check_launchable, first_order_combine, launch,
-                             new_output, row_of, sequence_view, sigmoid, softplus, strides)
+from ..triton_launch import (block, check_launchable, first_order_combine, is_interpreted,
+                             launch, new_output, row_of, sequence_view, sigmoid, softplus,
+                             strides)
 from ..triton_launch import _config as config
 
 
 @triton.jit
-def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
-               SOFTPLUS: tl.constexpr):
-    """(z, dt): delta + bias before softplus, and the step size actually used."""
-    z = tl.load(delta_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(z, dt) of a (BLOCK_T, BLOCK_D) tile: delta + bias before softplus, and
+    the step size actually used."""
+    z = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         z = z + bias[None, :]
     dt = z
@@ -55,28 +70,37 @@ def _step_size(delta_ptr, offsets, mask, bias, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
-def _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
-                BLOCK_D: tl.constexpr):
-    """This program's tile of a (chunks, channel blocks, batch x N) grid: its
-    indices, batch (int64) and state index, step and channel indices, masks,
-    positions (int64), and the channels' A[:, n] and delta bias."""
+def _adjoint_combine(later_g, later_p, later_f, g, p, f):
+    """Compose adjoint segments, the later one first. A segment [i, j] maps the
+    flow into it, ``mu = a_{j+1} lam_{j+1}``, to ``lam_i = g + p mu``; ``f`` is
+    ``a_i``, which the earlier segment needs to take in ``a_i lam_i``. One step
+    t is (g_t, 1, a_t)."""
+    p_f = p * later_f
+    return g + p_f * later_g, p_f * later_p, f
+
+
+@triton.jit
+def _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's part of a (chunks, channel blocks, batch x N) grid: its
+    indices, batch (int64) and state index, first step and number of steps,
+    the step index of a (BLOCK_T, BLOCK_D) tile, channel indices and mask, and
+    the channels' A[:, n] and delta bias."""
     pid_c = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_bn = tl.program_id(2)
     b = (pid_bn // N).to(tl.int64)
     n = pid_bn % N
-    idx = tl.arange(0, BLOCK_L)
-    offs_l = pid_c * BLOCK_L + idx
+    start = pid_c * BLOCK_L
+    steps = tl.minimum(L - start, BLOCK_L)
+    idx = tl.arange(0, BLOCK_T)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_l = offs_l < L
     mask_d = offs_d < D
-    mask = mask_l[:, None] & mask_d[None, :]
     A = tl.load(A_ptr + offs_d * N + n, mask=mask_d, other=0.0)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
-    return (pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask,
-            offs_l.to(tl.int64), A, bias)
+    return pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias
 
 
 @triton.jit
@@ -85,31 +109,49 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
                        su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
                        sx_b, sx_l, sx_d, sx_n,
                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                       FINAL: tl.constexpr,
-                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+                       FINAL: tl.constexpr, BLOCK_L: tl.constexpr,
+                       BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """Summary pass (FINAL false): write each chunk's decay product and end
     state from a zero start. Final pass: the states, from the chunk carries
-    that ``_scan_carry_kernel`` left in ``end_ptr``."""
-    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
-        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
-    _, dt = _step_size(delta_ptr + b * sd_b, pos[:, None] * sd_l + offs_d[None, :] * sd_d,
-                       mask, bias, HAS_BIAS, SOFTPLUS)
-    u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
-                mask=mask, other=0.0).to(tl.float32)
-    Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
-                 other=0.0).to(tl.float32)
-    decay = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
-    drive = tl.where(mask, dt * u * Bt[:, None], 0.0)
-    decay, x = tl.associative_scan((decay, drive), 0, first_order_combine)
+    that ``_scan_carry_kernel`` left in ``end_ptr``. Either walks the chunk in
+    time order, BLOCK_T steps at a time, the state carried in registers."""
+    pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
+    row = start.to(tl.int64)
+    # this tile's pointers, moved on by BLOCK_T steps per iteration
+    u_ptrs = u_ptr + b * su_b + row * su_l + (idx * su_l)[:, None] + offs_d[None, :] * su_d
+    delta_ptrs = (delta_ptr + b * sd_b + row * sd_l + (idx * sd_l)[:, None]
+                  + offs_d[None, :] * sd_d)
+    B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l + idx * sB_l
+    x_ptrs = (x_ptr + b * sx_b + n * sx_n + row * sx_l + (idx * sx_l)[:, None]
+              + offs_d[None, :] * sx_d)
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
-        carry = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
-        x = x + decay * carry[None, :]
-        tl.store(x_ptr + b * sx_b + n * sx_n + pos[:, None] * sx_l + offs_d[None, :] * sx_d,
-                 x, mask=mask)
+        x = tl.load(end_ptr + summary - D, mask=mask_d & (pid_c > 0), other=0.0)
     else:
-        tl.store(decay_ptr + summary, row_of(decay, idx, BLOCK_L - 1), mask=mask_d)
-        tl.store(end_ptr + summary, row_of(x, idx, BLOCK_L - 1), mask=mask_d)
+        x = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for t in range(0, steps, BLOCK_T):
+        mask_t = t + idx < steps
+        mask = mask_t[:, None] & mask_d[None, :]
+        _, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
+        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        a, drive = tl.associative_scan((a, dt * u * Bt[:, None]), 0, first_order_combine)
+        states = drive + a * x[None, :]
+        x = row_of(states, idx, BLOCK_T - 1)
+        if FINAL:
+            tl.store(x_ptrs, states, mask=mask)
+            x_ptrs += BLOCK_T * sx_l
+        else:
+            decay *= row_of(a, idx, BLOCK_T - 1)
+        u_ptrs += BLOCK_T * su_l
+        delta_ptrs += BLOCK_T * sd_l
+        B_ptrs += BLOCK_T * sB_l
+    if not FINAL:
+        tl.store(decay_ptr + summary, decay, mask=mask_d)
+        tl.store(end_ptr + summary, x, mask=mask_d)
 
 
 @triton.jit
@@ -150,67 +192,106 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
                            sy_b, sy_l, sy_d, sgu_b, sgu_l, sgu_d, sgd_b, sgd_l, sgd_d,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            HAS_SKIP: tl.constexpr, FINAL: tl.constexpr,
-                           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Adjoint scan over one chunk. Summary pass: the chunk's decay product and
-    its adjoint at the chunk start from a zero carry. Final pass: the adjoints
-    from the carries of ``_scan_carry_kernel`` and every gradient; with HAS_SKIP
-    (fused op, N = 1) also ``g_u += Dskip g_y`` and partials of
-    ``g_Dskip = sum_t g_y u``. For N > 1 ``gu_ptr``/``gdelta_ptr`` hold one
-    float32 slice per n (``pid_bn`` rows of (batch*N, L, D))."""
-    pid_c, pid_d, pid_bn, b, n, idx, offs_l, offs_d, mask_l, mask_d, mask, pos, A, bias = \
-        _chunk_tile(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_D)
-    g = tl.load(gx_ptr + b * sg_b + n * sg_n + pos[:, None] * sg_l + offs_d[None, :] * sg_d,
-                mask=mask, other=0.0).to(tl.float32)
-    delta_offs = pos[:, None] * sd_l + offs_d[None, :] * sd_d
-    # a_{t+1}: zero at t = L - 1, nothing flows back from past the sequence
-    mask_next = mask & (offs_l + 1 < L)[:, None]
-    _, dt_next = _step_size(delta_ptr + b * sd_b + sd_l, delta_offs, mask_next, bias,
-                            HAS_BIAS, SOFTPLUS)
-    decay_next = tl.where(mask_next, tl.exp(dt_next * A[None, :]), 0.0)
-    decay_acc, lam = tl.associative_scan((decay_next, g), 0, first_order_combine,
-                                         reverse=True)
+                           BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr,
+                           BLOCK_D: tl.constexpr):
+    """Adjoint scan over one chunk, walked backwards in time BLOCK_T steps at a
+    time with the flow ``mu = a_t lam_t`` into the steps before carried in
+    registers. Summary pass: the chunk's decay product and its flow at the chunk
+    start from a zero carry. Final pass: the adjoints from the carries of
+    ``_scan_carry_kernel`` and every gradient; with HAS_SKIP (fused op, N = 1)
+    also ``g_u += Dskip g_y`` and partials of ``g_Dskip = sum_t g_y u``. For
+    N > 1 ``gu_ptr``/``gdelta_ptr`` hold one float32 slice per n (``pid_bn``
+    rows of (batch*N, L, D))."""
+    pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
+        _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
+    # the last tile ends at the chunk's last step; the first may reach before
+    # the chunk's start (those steps masked)
+    first = start + steps - BLOCK_T
+    row = first.to(tl.int64)
+    g_ptrs = (gx_ptr + b * sg_b + n * sg_n + row * sg_l + (idx * sg_l)[:, None]
+              + offs_d[None, :] * sg_d)
+    delta_ptrs = (delta_ptr + b * sd_b + row * sd_l + (idx * sd_l)[:, None]
+                  + offs_d[None, :] * sd_d)
     summary = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
+    decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if FINAL:
-        carry = tl.load(start_ptr + summary + D, mask=mask_d & (pid_c + 1 < n_chunks),
-                        other=0.0)
-        lam = lam + decay_acc * carry[None, :]
-        z, dt = _step_size(delta_ptr + b * sd_b, delta_offs, mask, bias, HAS_BIAS,
-                           SOFTPLUS)
-        x_prev = tl.load(x_ptr + b * sx_b + n * sx_n + (pos[:, None] - 1) * sx_l
-                         + offs_d[None, :] * sx_d,
-                         mask=mask & (offs_l >= 1)[:, None], other=0.0)
-        u = tl.load(u_ptr + b * su_b + pos[:, None] * su_l + offs_d[None, :] * su_d,
-                    mask=mask, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + b * sB_b + n * sB_n + pos * sB_l, mask=mask_l,
-                     other=0.0).to(tl.float32)
-        decay = tl.exp(dt * A[None, :])
-        g_decay = tl.where(mask, lam * x_prev * decay, 0.0)       # d/d(log decay)
-        g_dt = g_decay * A[None, :] + lam * Bt[:, None] * u
-        g_u = lam * dt * Bt[:, None]
-        partial = (pid_bn * n_chunks + pid_c).to(tl.int64) * D + offs_d
-        tl.store(gA_ptr + partial, tl.sum(g_decay * dt, axis=0), mask=mask_d)
+        mu = tl.load(start_ptr + summary + D, mask=mask_d & (pid_c + 1 < n_chunks),
+                     other=0.0)
+        x_ptrs = (x_ptr + b * sx_b + n * sx_n + (row - 1) * sx_l + (idx * sx_l)[:, None]
+                  + offs_d[None, :] * sx_d)
+        u_ptrs = (u_ptr + b * su_b + row * su_l + (idx * su_l)[:, None]
+                  + offs_d[None, :] * su_d)
+        B_ptrs = B_ptr + b * sB_b + n * sB_n + row * sB_l + idx * sB_l
+        gy_ptrs = (gy_ptr + b * sy_b + row * sy_l + (idx * sy_l)[:, None]
+                   + offs_d[None, :] * sy_d)
+        rows = pid_bn.to(tl.int64)      # b, or b * N + n for the per-n slices
+        gu_ptrs = (gu_ptr + rows * sgu_b + row * sgu_l + (idx * sgu_l)[:, None]
+                   + offs_d[None, :] * sgu_d)
+        gdelta_ptrs = (gdelta_ptr + rows * sgd_b + row * sgd_l + (idx * sgd_l)[:, None]
+                       + offs_d[None, :] * sgd_d)
+        gB_ptrs = gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row + idx
+        dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_SKIP:
-            gy = tl.load(gy_ptr + b * sy_b + pos[:, None] * sy_l + offs_d[None, :] * sy_d,
-                         mask=mask, other=0.0).to(tl.float32)
             dskip = tl.load(dskip_ptr + offs_d, mask=mask_d, other=0.0)
-            g_u += dskip[None, :] * gy
-            tl.store(gdskip_ptr + partial, tl.sum(gy * u, axis=0), mask=mask_d)
-        g_z = g_dt
-        if SOFTPLUS:
-            g_z = g_dt * sigmoid(z)
-        g_z = tl.where(mask, g_z, 0.0)
-        tl.store(gbias_ptr + partial, tl.sum(g_z, axis=0), mask=mask_d)
-        row = pid_bn.to(tl.int64)       # b, or b * N + n for the per-n slices
-        tl.store(gu_ptr + row * sgu_b + pos[:, None] * sgu_l + offs_d[None, :] * sgu_d,
-                 g_u, mask=mask)
-        tl.store(gdelta_ptr + row * sgd_b + pos[:, None] * sgd_l + offs_d[None, :] * sgd_d,
-                 g_z, mask=mask)
-        g_B = tl.sum(tl.where(mask, lam * dt * u, 0.0), axis=1)
-        tl.store(gB_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + pos, g_B,
-                 mask=mask_l)
+        g_A = tl.zeros([BLOCK_D], dtype=tl.float32)
+        g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        g_dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
     else:
-        tl.store(decay_ptr + summary, row_of(decay_acc, idx, 0), mask=mask_d)
-        tl.store(start_ptr + summary, row_of(lam, idx, 0), mask=mask_d)
+        mu = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for t in range(0, steps, BLOCK_T):
+        pos = first - t + idx
+        mask_t = pos >= start
+        mask = mask_t[:, None] & mask_d[None, :]
+        g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
+        z, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        # (lam - p mu, p, a) of the steps from each step to the tile's end;
+        # masked steps (1 for a, 0 for g) only precede the valid ones
+        g, p, f = tl.associative_scan((g, tl.full(g.shape, 1.0, tl.float32), a), 0,
+                                      _adjoint_combine, reverse=True)
+        lam = g + p * mu[None, :]
+        if FINAL:
+            # x_{t-1}: zero before the sequence's first step
+            x_prev = tl.load(x_ptrs, mask=mask & (pos > 0)[:, None], other=0.0)
+            u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
+            g_decay = lam * x_prev * a                   # d/d(log decay)
+            lam_dt = lam * dt
+            g_dt = g_decay * A[None, :] + lam * Bt[:, None] * u
+            g_u = lam_dt * Bt[:, None]
+            g_A += tl.sum(g_decay * dt, axis=0)
+            if HAS_SKIP:
+                gy = tl.load(gy_ptrs, mask=mask, other=0.0).to(tl.float32)
+                g_u += dskip[None, :] * gy
+                g_dskip += tl.sum(gy * u, axis=0)
+                gy_ptrs -= BLOCK_T * sy_l
+            g_z = g_dt
+            if SOFTPLUS:
+                g_z = g_dt * sigmoid(z)
+            g_bias += tl.sum(tl.where(mask, g_z, 0.0), axis=0)
+            tl.store(gu_ptrs, g_u, mask=mask)
+            tl.store(gdelta_ptrs, g_z, mask=mask)
+            tl.store(gB_ptrs, tl.sum(lam_dt * u, axis=1), mask=mask_t)
+            x_ptrs -= BLOCK_T * sx_l
+            u_ptrs -= BLOCK_T * su_l
+            B_ptrs -= BLOCK_T * sB_l
+            gu_ptrs -= BLOCK_T * sgu_l
+            gdelta_ptrs -= BLOCK_T * sgd_l
+            gB_ptrs -= BLOCK_T
+        else:
+            decay *= row_of(p * f, idx, 0)
+        # the flow into the steps before the tile: a lam of its first valid step
+        mu = row_of(a * lam, idx, 0)
+        g_ptrs -= BLOCK_T * sg_l
+        delta_ptrs -= BLOCK_T * sd_l
+    if FINAL:
+        tl.store(gA_ptr + summary, g_A, mask=mask_d)
+        tl.store(gbias_ptr + summary, g_bias, mask=mask_d)
+        if HAS_SKIP:
+            tl.store(gdskip_ptr + summary, g_dskip, mask=mask_d)
+    else:
+        tl.store(decay_ptr + summary, decay, mask=mask_d)
+        tl.store(start_ptr + summary, mu, mask=mask_d)
 
 
 # ----------------------------------------------------------------------- launchers
@@ -224,15 +305,19 @@ def _params(A, delta_bias, Dskip=None):
 
 def _grid(batch, channels, state_dim, length):
     block_l = block('scan_block_l', length)
+    # the interpreter's cost is per operation, not per element: whole-chunk tiles
+    steps = config['scan_block_t'] or (block_l if is_interpreted(_scan_chunk_kernel) else 1)
+    block_t = min(steps, block_l)
     block_d = block('scan_block_d', channels)
     n_chunks = triton.cdiv(length, block_l)
-    return block_l, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),
-                                        batch * state_dim)
+    return block_l, block_t, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),
+                                                 batch * state_dim)
 
 
-def _carry(decay, end, channels, reverse, block_d):
+def _carry(decay, end, channels, reverse):
     """Launch the carry pass over the chunk summaries (batch*N, chunks, D)."""
     rows, n_chunks, _ = end.shape
+    block_d = block('scan_carry_block_d', channels)
     launch(_scan_carry_kernel, (triton.cdiv(channels, block_d), rows),
            decay, end, channels, n_chunks, REVERSE=reverse,
            BLOCK_C=block('scan_block_c', n_chunks), BLOCK_D=block_d,
@@ -249,7 +334,7 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
     state_dim = A.shape[1]
     A, bias, _ = _params(A, delta_bias)
     states = new_output((batch, length, channels, state_dim), torch.float32, u.device)
-    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    block_l, block_t, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
     decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
                         device=u.device)
     end = torch.empty_like(decay)
@@ -257,10 +342,11 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
             length, channels, state_dim, n_chunks, *strides(u), *strides(delta),
             *strides(B), *states.stride())
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                BLOCK_L=block_l, BLOCK_D=block_d, num_warps=config['scan_fwd_warps'])
+                BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
+                num_warps=config['scan_fwd_warps'])
     launch(_scan_chunk_kernel, grid, *args, FINAL=False, reads=(u, delta, B),
            writes=(decay, end), **meta)
-    _carry(decay, end, channels, False, block_d)
+    _carry(decay, end, channels, False)
     launch(_scan_chunk_kernel, grid, *args, FINAL=True, reads=(u, delta, B, end),
            writes=(states,), **meta)
     return states
@@ -297,7 +383,7 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
     else:                   # one float32 slice per n, summed below
         gu_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
         gd_rows = new_output((batch * state_dim, length, channels), torch.float32, dev)
-    block_l, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
+    block_l, block_t, block_d, n_chunks, grid = _grid(batch, channels, state_dim, length)
     n_dblocks = grid[1]
     partial_shape = (batch, state_dim, n_chunks, channels)
     g_A = new_output(partial_shape, torch.float32, dev)
@@ -315,11 +401,11 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
             *g_states.stride(), *states.stride(), *strides(u), *strides(delta),
             *strides(B), *strides(g_y_arg), *strides(gu_rows), *strides(gd_rows))
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_D=block_d,
+                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
                 num_warps=config['scan_bwd_warps'])
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
            reads=(g_states, delta), writes=(decay, start), **meta)
-    _carry(decay, start, channels, True, block_d)
+    _carry(decay, start, channels, True)
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=True,
            reads=(g_states, states, u, delta, B, start, g_y),
            writes=(gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip), **meta)

@@ -60,8 +60,9 @@ if not CUDA and not kernels_interpreted():
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 
 # Small blocks: several chunks of the scan, partial tiles, several channel blocks.
-SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, fusion_block_p=16,
-                    fusion_bwd_block_p=4, fusion_bwd_rows=2, fusion_block_d=2)
+SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, scan_carry_block_d=2,
+                    fusion_block_p=16, fusion_bwd_block_p=4, fusion_bwd_rows=2,
+                    fusion_block_d=2)
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +133,22 @@ def scan_inputs(batch, channels, length, state_dim, dtype, bias=True, positive_d
 def test_selective_scan_fp32(batch, channels, length, state_dim):
     inputs = scan_inputs(batch, channels, length, state_dim, torch.float32)
     with override_config(**SMALL_BLOCKS):
+        compare(selective_scan_triton, selective_scan_ref, inputs + (True,),
+                torch.float32, SCAN_NAMES)
+
+
+@pytest.mark.parametrize('block_l,block_t,state_dim', [
+    (4, 1, 1),          # one step per iteration, as on a GPU
+    (4, 1, 2),
+    (8, 2, 1),          # tiles of 2 steps; the sequence's last chunk ends mid-tile
+    (8, 8, 2),          # one tile per chunk, N > 1; chunks shorter than a tile
+])
+def test_selective_scan_step_tiles(block_l, block_t, state_dim):
+    """Chunk loops that take ``scan_block_t`` steps per iteration: single steps
+    (the GPU's setting) and tiles (the interpreter's long runs), partial at both
+    ends of the adjoint walk."""
+    inputs = scan_inputs(2, 3, 13, state_dim, torch.float32)
+    with override_config(**{**SMALL_BLOCKS, 'scan_block_l': block_l, 'scan_block_t': block_t}):
         compare(selective_scan_triton, selective_scan_ref, inputs + (True,),
                 torch.float32, SCAN_NAMES)
 
@@ -258,8 +275,9 @@ def test_structure_aware_ssm_full_length_against_float64():
 
     The interpreter scans element by element in Python, so its cost grows with
     L x D whatever the blocks: one image and 2 channels keep it to about a minute.
-    Blocks: 263 scan chunks of 256 steps whose carries take 17 serial steps of 16
-    (as the default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
+    Blocks: 263 scan chunks of 256 steps (one tile each, the interpreter's
+    default ``scan_block_t``) whose carries take 17 serial steps of 16 (as the
+    default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
     """
     from mmspatial.kernel_traffic import regime
     stage1 = regime('detection 800x1344 b2 T s1')
@@ -352,6 +370,9 @@ def test_kernels_compile_for_sm90(tmp_path):
                          ('_fusion_bwd_kernel', 'HAS_C')]:
         assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
     assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
+    # compiled kernels walk the scan one step per iteration (scan_block_t None)
+    assert {r['constexprs']['BLOCK_T'] for r in records if 'chunk' in r['kernel']} == {1}
+    assert all(r['loops_matched'] for r in records)
 
 
 # ------------------------------------------------------------------ CUDA section

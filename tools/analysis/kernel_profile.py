@@ -39,7 +39,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {'sm_90a': ('cuda', 90, 32), 'gfx942': ('hip', 'gfx942', 64)}
 
 
-
 def _cdiv(a, b):
     return -(-a // b)
 
@@ -59,6 +58,8 @@ def _fusion_bwd_trips(a):
 # mean executions, fractional where only some programs enter them) their own.
 # Kernels not listed have no loop (their ``tl.static_range`` taps are unrolled).
 TRIP_COUNTS = {
+    '_scan_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
+    '_scan_bwd_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
     '_fusion_bwd_kernel': _fusion_bwd_trips,
 }
@@ -194,16 +195,25 @@ def sass_stats(cubin, trip_counts=()):
         pending = []
         text = re.sub(r'^@!?U?P\w+\s+', '', text)          # predicate
         instructions.append((address, text.split()[0], text))
-    # the code ends at the last EXIT (then a self-branch and padding)
-    last_exit = max(i for i, (_, op, _) in enumerate(instructions) if op == 'EXIT')
-    body = instructions[:last_exit + 1]
-    loops = []
-    for address, op, text in body:
+    # the code ends before the self-branch that follows it (then padding); a
+    # loop whose exit is an EXIT closes with a backward branch after that EXIT
+    def branch_target(op, text):
         target = re.search(r'BRA\S*\s+(?:`\((\.L_x_\d+)\)|(0x[0-9a-f]+))', text)
         if op.startswith('BRA') and target:
-            to = labels.get(target.group(1)) if target.group(1) else int(target.group(2), 16)
-            if to is not None and to <= address:
-                loops.append((to, address))
+            return labels.get(target.group(1)) if target.group(1) else int(target.group(2), 16)
+        return None
+    end = max(i for i, (_, op, _) in enumerate(instructions) if op == 'EXIT')
+    for i in range(end + 1, len(instructions)):
+        address, op, text = instructions[i]
+        if op == 'NOP' or branch_target(op, text) == address:
+            break
+        end = i
+    body = instructions[:end + 1]
+    loops = []
+    for address, op, text in body:
+        to = branch_target(op, text)
+        if to is not None and to <= address:
+            loops.append((to, address))
     loops.sort(key=lambda span: (span[0], -span[1]))
 
     def depth(address):
