@@ -43,6 +43,9 @@ def test_smoke_run_under_the_interpreter(tmp_path):
     assert '| Spatial-Mamba-T | 1x3x64x64 |' in summary
     # the amp step runs the float16 + GradScaler path on the CPU as on a GPU
     assert 'float16 autocast with GradScaler' in (tmp_path / 'amp.md').read_text()
+    # under the interpreter no step compiles its kernels ahead
+    assert '[precompile] check: skipped (the interpreter runs the kernels)' in \
+        (tmp_path / 'check.log').read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')

@@ -310,8 +310,9 @@ def compile_launches(launches, target, workers=None, skip=()):
 
     ``workers`` processes (spawned; default: the CPUs available, at most one
     per specialisation), or this process alone for 1. Returns dict(new, cpu_s
-    (compiling, summed over workers), wall_s, start_s (pool start until the
-    last worker imported the kernels), workers, keys, errors).
+    (compiling, summed over workers), longest_s (the longest compile), wall_s,
+    capture_s (specialising here), start_s (pool start until the last worker
+    imported the kernels), workers, keys, errors).
     """
     start = time.time()
     jobs, keys = [], []
@@ -339,7 +340,8 @@ def compile_launches(launches, target, workers=None, skip=()):
                for job, want, (got, _, error, _, _) in zip(jobs, keys, results)
                if not error and got != want]
     return dict(new=len(jobs), cpu_s=sum(r[1] for r in results),
-                wall_s=time.time() - start,
+                longest_s=max((r[1] for r in results), default=0.0),
+                wall_s=time.time() - start, capture_s=pool_start - start,
                 start_s=max((r[4] for r in results), default=pool_start) - pool_start,
                 workers=workers, keys=set(keys), errors=errors)
 
@@ -369,9 +371,10 @@ def precompile(step, workers=None, log=print):
 # ------------------------------------------------------------------- measuring
 
 def measure(steps, tests_json, log, workers=1):
-    """{step: dict(launches, new, cpu_s, wall_s, start_s, workers, limit_s)}:
-    each step's new sm_90a specialisations, compiled cold (into
-    $TRITON_CACHE_DIR) by ``workers`` processes, and the time that took."""
+    """{step: dict(launches, new, cpu_s, longest_s, wall_s, capture_s, start_s,
+    workers, limit_s)}: each step's new sm_90a specialisations, compiled cold
+    (into $TRITON_CACHE_DIR) by ``workers`` processes, and the time that took
+    (capture_s: replaying and specialising its launches in this process)."""
     STEPS = _gpu_check().STEPS
     target = gpu_target('sm_90a')
     seen, out = set(), {}
@@ -383,7 +386,10 @@ def measure(steps, tests_json, log, workers=1):
             raise RuntimeError('\n'.join(done['errors']))
         seen |= done['keys']
         out[step] = dict(launches=len(launches), new=done['new'],
-                         cpu_s=round(done['cpu_s'], 1), wall_s=round(time.time() - start, 1),
+                         cpu_s=round(done['cpu_s'], 1), longest_s=round(done['longest_s'], 1),
+                         wall_s=round(time.time() - start, 1),
+                         capture_s=round(time.time() - start - done['wall_s']
+                                         + done['capture_s'], 1),
                          start_s=round(done['start_s'], 1), workers=done['workers'],
                          limit_s=STEPS.get(step))
         log(f'[first_contact] {step}: {len(launches)} launches, {done["new"]} new '
