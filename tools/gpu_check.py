@@ -442,8 +442,9 @@ def precompile(name, args):
     if name not in PRECOMPILED:
         return
     if args.smoke or triton_interpreter_enabled():
-        print(f'[precompile] {name}: skipped ({"the interpreter runs the kernels" if '
-              f'triton_interpreter_enabled() else "smoke shapes"})', flush=True)
+        why = 'the interpreter runs the kernels' if triton_interpreter_enabled() \
+            else 'smoke shapes'
+        print(f'[precompile] {name}: skipped ({why})', flush=True)
         return
     sys.path.insert(0, str(REPO_ROOT / 'tools' / 'analysis'))
     try:
