@@ -5,8 +5,9 @@ before the step launches them, in parallel, and that compile work measured here.
     # N worker processes (cold, into DIR)
     python tools/analysis/first_contact.py --measure --cache-dir DIR [--workers N] [--json OUT]
     # the same launches through JITFunction.run (a GPU's code path, with a driver
-    # that reports an H200's target): every one must be a hit in DIR
-    python tools/analysis/first_contact.py --check-warm --cache-dir DIR
+    # that reports an H200's target): every one must be a hit in DIR (and, as a
+    # control, a miss in the empty EMPTY)
+    python tools/analysis/first_contact.py --check-warm --cache-dir DIR [--control-cache-dir EMPTY]
     # after a change to the kernels, launchers or tests/ops/test_triton_kernels.py:
     # re-record that file's launches (an interpreter run, minutes)
     python tools/analysis/first_contact.py --record-tests
@@ -420,24 +421,37 @@ class H200Driver:
         return torch.device('meta')
 
 
-def check_warm(steps, tests_json):
+def check_warm(steps, tests_json, control_dir=None):
     """[(kernel, step)] of launches that the cache in $TRITON_CACHE_DIR misses on
-    the JIT path a GPU takes (``JITFunction.run`` with ``warmup=True``)."""
+    the JIT path a GPU takes (``JITFunction.run`` with ``warmup=True``), and,
+    checked first in this process, those that ``control_dir`` misses (an empty
+    cache: all of them, or the check could not tell a miss). Returns (misses,
+    control misses)."""
     from triton.compiler import compiler
     from triton.runtime.driver import driver
     driver.set_active(H200Driver())
-    misses = []
 
     def no_compile(*args, **kwargs):
         raise LookupError('cache miss')
     compiler.ASTSource.make_ir = no_compile          # a miss would have to build IR
-    for step in steps:
-        for kernel, args, meta in step_launches(step, tests_json):
+    launches = [(step, launch) for step in steps for launch in step_launches(step, tests_json)]
+
+    def misses_in(cache_dir):
+        """Misses of the cache in ``cache_dir``; a hit stays in the kernel's memory, so a
+        miss is only seen before the first hit of its specialisation."""
+        saved = os.environ.get('TRITON_CACHE_DIR')
+        os.environ['TRITON_CACHE_DIR'] = str(cache_dir)
+        found = []
+        for step, (kernel, args, meta) in launches:
             try:
                 kernel.run(*args, grid=(1,), warmup=True, **meta)
             except LookupError:
-                misses.append((kernel.fn.__name__, step))
-    return misses
+                found.append((kernel.fn.__name__, step))
+        if saved is not None:
+            os.environ['TRITON_CACHE_DIR'] = saved
+        return found
+    control = misses_in(control_dir) if control_dir else []
+    return misses_in(os.environ.get('TRITON_CACHE_DIR', '')), control
 
 
 def main():
@@ -454,6 +468,8 @@ def main():
     parser.add_argument('--workers', type=int, default=1,
                         help='compiling processes (--measure)')
     parser.add_argument('--cache-dir', type=Path)
+    parser.add_argument('--control-cache-dir', type=Path,
+                        help='--check-warm: an empty cache, checked first, that must miss')
     parser.add_argument('--json', type=Path)
     args = parser.parse_args()
     if args.record_tests:
@@ -470,8 +486,9 @@ def main():
             atomic_write_text(args.json, text)
         print(text)
     else:
-        misses = check_warm(args.steps, args.tests_json)
-        print(json.dumps(dict(misses=misses)))
+        misses, control = check_warm(args.steps, args.tests_json, args.control_cache_dir)
+        print(json.dumps(dict(misses=misses, **(dict(control_misses=control)
+                                                if args.control_cache_dir else {}))))
         sys.exit(1 if misses else 0)
 
 
