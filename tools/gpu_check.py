@@ -245,7 +245,7 @@ def step_time(args, out_dir):
     env = json.loads((out_dir / 'env.json').read_text()) if (out_dir / 'env.json').exists() \
         else {}
     copy_gbps = env.get('copy_gbps')
-    repeats, warmup = (1, 1) if args.smoke else (20, 3)
+    repeats, warmup = (1, 0) if args.smoke else (20, 3)
     composition = _composition()
     rows = []
     for name, batch, channels, height, width in regimes(args):
@@ -333,7 +333,7 @@ def step_backbone(args, out_dir):
     from mmspatial.benchmarking import time_ms
     dev = device()
     shapes = [(1, 64, 64)] if args.smoke else [(128, 224, 224), (2, 800, 1344)]
-    repeats, warmup = (1, 1) if args.smoke else (10, 3)
+    repeats, warmup = (1, 0) if args.smoke else (10, 3)
     rows = []
     for name, model in _backbones(args.smoke):
         if isinstance(model, str):
@@ -410,7 +410,7 @@ def step_sweep(args, out_dir):
     xg = ssm_inputs(batch, channels, height, width, dtype=torch.bfloat16, device=dev,
                     requires_grad=True)
     run = forward_backward(structure_aware_ssm_triton, fused_args(xg))
-    repeats, warmup = (1, 1) if args.smoke else (10, 2)
+    repeats, warmup = (1, 0) if args.smoke else (10, 2)
     base = time_ms(run, repeats, warmup, dev)
     rows = [('defaults', '', f'{base:.3f}', '1.00')]
     choices = {'scan_block_l': (32, 64, 128), 'scan_block_d': (16, 32, 64),
@@ -466,7 +466,7 @@ def run_step(name, args, out_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', required=True, type=Path, help='folder for the results')
-    parser.add_argument('--smoke', action='store_true', help='tiny shapes, one repeat')
+    parser.add_argument('--smoke', action='store_true', help='tiny shapes, each timed function run once')
     parser.add_argument('--sweep', action='store_true', help='also sweep block sizes')
     parser.add_argument('--steps', help='comma-separated subset of ' + ','.join(STEPS))
     parser.add_argument('--step', choices=list(STEPS), help=argparse.SUPPRESS)
