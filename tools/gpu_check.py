@@ -38,8 +38,9 @@ into the Triton cache, in parallel on the machine's cores, so that its
 launches are cache hits: compiled one launch at a time, a cold cache would
 cost the tests step more than its limit (``benchmarks/RESULTS.md``, "First
 contact", which also gives this precompile's time). It counts against the
-step's limit; a cache that is already warm costs only the lookups. Under the
-interpreter and in ``--smoke`` nothing is precompiled.
+step's limit; on a warm cache it costs the replay, the workers' start (a few
+seconds) and the lookups. Under the interpreter and in ``--smoke`` nothing is
+precompiled.
 """
 import argparse
 import json

@@ -3,7 +3,7 @@
 The GPU command has to work the first time it meets a GPU,
 so CI runs it on CPU tensors under the Triton interpreter: the kernels'
 values and gradients are checked as on a GPU, the timings are meaningless and
-not asserted. About three minutes on two cores.
+not asserted. About a minute and a half on two cores.
 """
 import os
 import subprocess
