@@ -31,11 +31,16 @@ step at tiny shapes; without a GPU, under ``TRITON_INTERPRET=1``, the kernels
 run on CPU tensors (timings meaningless; the table says so). Without either it
 stops at once.
 
-On a cold Triton cache the steps would spend their limits compiling (the tests
-step more than its limit: ``benchmarks/RESULTS.md``, "First contact"). With
-the GPU's triton first on ``PYTHONPATH``, ``tools/analysis/first_contact.py
---measure --tests-json T --cache-dir DIR`` compiles every step's kernels on
-any machine; ``TRITON_CACHE_DIR=DIR`` here then turns them into cache hits.
+Each step's process first compiles every kernel specialisation the step will
+launch (``tools/analysis/first_contact.py``: its launches replayed on ``meta``
+tensors, the tests step's from the recording ``first_contact.TESTS_LAUNCHES``)
+into the Triton cache, in parallel on the machine's cores, so that its
+launches are cache hits: compiled one launch at a time, a cold cache would
+cost the tests step more than its limit (``benchmarks/RESULTS.md``, "First
+contact", which also gives this precompile's time). It counts against the
+step's limit; on a warm cache it costs the replay, the workers' start (a few
+seconds) and the lookups. Under the interpreter and in ``--smoke`` nothing is
+precompiled.
 """
 import argparse
 import json
@@ -56,6 +61,8 @@ STEPS = {'env': 30, 'tests': 120, 'check': 60, 'traffic': 20, 'time': 90,
          'backbone': 75, 'amp': 30, 'sweep': 120}
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 SMOKE_REGIME = ('smoke 6x5', 1, 4, 6, 5)
+# steps whose kernels are compiled before they run (precompile)
+PRECOMPILED = ('tests', 'check', 'time', 'backbone', 'amp', 'sweep')
 
 
 def device():
@@ -240,7 +247,7 @@ def step_time(args, out_dir):
     env = json.loads((out_dir / 'env.json').read_text()) if (out_dir / 'env.json').exists() \
         else {}
     copy_gbps = env.get('copy_gbps')
-    repeats, warmup = (1, 1) if args.smoke else (20, 3)
+    repeats, warmup = (1, 0) if args.smoke else (20, 3)
     composition = _composition()
     rows = []
     for name, batch, channels, height, width in regimes(args):
@@ -328,7 +335,7 @@ def step_backbone(args, out_dir):
     from mmspatial.benchmarking import time_ms
     dev = device()
     shapes = [(1, 64, 64)] if args.smoke else [(128, 224, 224), (2, 800, 1344)]
-    repeats, warmup = (1, 1) if args.smoke else (10, 3)
+    repeats, warmup = (1, 0) if args.smoke else (10, 3)
     rows = []
     for name, model in _backbones(args.smoke):
         if isinstance(model, str):
@@ -406,7 +413,7 @@ def step_sweep(args, out_dir):
     xg = ssm_inputs(batch, channels, height, width, dtype=torch.bfloat16, device=dev,
                     requires_grad=True)
     run = forward_backward(structure_aware_ssm_triton, fused_args(xg))
-    repeats, warmup = (1, 1) if args.smoke else (10, 2)
+    repeats, warmup = (1, 0) if args.smoke else (10, 2)
     base = time_ms(run, repeats, warmup, dev)
     rows = [('defaults', '', f'{base:.3f}', '1.00')]
     choices = {'scan_block_l': (32, 64, 128), 'scan_block_d': (32, 64, 128),
@@ -431,8 +438,29 @@ def step_sweep(args, out_dir):
 
 # ---------------------------------------------------------------------- driver
 
+def precompile(name, args):
+    """Compile the kernels step ``name`` launches into the Triton cache, in
+    parallel (``first_contact.precompile``); one log line. A failure here only
+    leaves the step to compile as it launches."""
+    from mmspatial.ops._backend import triton_interpreter_enabled
+    if name not in PRECOMPILED:
+        return
+    if args.smoke or triton_interpreter_enabled():
+        why = 'the interpreter runs the kernels' if triton_interpreter_enabled() \
+            else 'smoke shapes'
+        print(f'[precompile] {name}: skipped ({why})', flush=True)
+        return
+    sys.path.insert(0, str(REPO_ROOT / 'tools' / 'analysis'))
+    try:
+        from first_contact import precompile as compile_step
+        compile_step(name, log=lambda line: print(line, flush=True))
+    except Exception as error:    # the step still runs, compiling as it launches
+        print(f'[precompile] {name}: failed, {type(error).__name__}: {error}', flush=True)
+
+
 def run_step(name, args, out_dir):
     """Run one step in this process and write ``<name>.md``; exit 1 if it failed."""
+    precompile(name, args)
     torch.manual_seed(0)
     lines, ok = globals()[f'step_{name}'](args, out_dir)
     (out_dir / f'{name}.md').write_text('\n'.join(lines) + '\n')
@@ -442,7 +470,7 @@ def run_step(name, args, out_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', required=True, type=Path, help='folder for the results')
-    parser.add_argument('--smoke', action='store_true', help='tiny shapes, one repeat')
+    parser.add_argument('--smoke', action='store_true', help='tiny shapes, each timed function run once')
     parser.add_argument('--sweep', action='store_true', help='also sweep block sizes')
     parser.add_argument('--steps', help='comma-separated subset of ' + ','.join(STEPS))
     parser.add_argument('--step', choices=list(STEPS), help=argparse.SUPPRESS)

@@ -273,21 +273,24 @@ def test_structure_aware_ssm_full_length_against_float64():
     """Detection stage 1's full sequence (200 x 336 = 67,200 steps), float32
     against the PyTorch backend in float64: values and every gradient.
 
-    The interpreter scans element by element in Python, so its cost grows with
-    L x D whatever the blocks: one image and 2 channels keep it to about a minute.
-    Blocks: 263 scan chunks of 256 steps (one tile each, the interpreter's
-    default ``scan_block_t``) whose carries take 17 serial steps of 16 (as the
-    default 1050 chunks of 64 take 17 of 64 on a GPU), 17 stencil tiles.
+    The interpreter's ``associative_scan`` combines element by element in
+    Python, four scans of L x BLOCK_D elements (BLOCK_D the channels' power of
+    two) whatever the chunk length: one image and one channel keep it to about
+    half a minute; channel strides and reductions at several channels are the
+    shorter tests'. Blocks: 263 scan chunks of 256 steps (one tile each, the
+    interpreter's default ``scan_block_t``) whose carries take 17 serial steps
+    of 16 (as the default 1050 chunks of 64 take 17 of 64 on a GPU), 17
+    stencil tiles.
     """
     from mmspatial.kernel_traffic import regime
     stage1 = regime('detection 800x1344 b2 T s1')
-    inputs = ssm_inputs(1, 2, stage1.height, stage1.width, 1, torch.float32,
+    inputs = ssm_inputs(1, 1, stage1.height, stage1.width, 1, torch.float32,
                         channels_last=True)
     with torch.no_grad():       # dt ~ softplus(-6) ~ 0.0025: memory of ~400 steps,
         inputs[1].mul_(0.5).sub_(6.0)        # across rows and many chunks
         inputs[8].mul_(0.1)
     inputs64 = [x.detach().double().requires_grad_() for x in inputs]
-    grad = torch.randn(1, 2, stage1.height, stage1.width, dtype=torch.float64)
+    grad = torch.randn(1, 1, stage1.height, stage1.width, dtype=torch.float64)
     with override_config(scan_block_l=256, scan_block_c=16, fusion_block_p=4096,
                          fusion_bwd_block_p=512, fusion_bwd_rows=64):
         out = structure_aware_ssm_triton(*inputs, True)
