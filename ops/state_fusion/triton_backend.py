@@ -485,15 +485,14 @@ def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     return out
 
 
-def backward_register_cap():
-    """``maxnreg`` for the backward stencil on NVIDIA: the ptxas that Triton 3.7
-    and later bundle give it 168 registers and spill unless capped higher (192
-    then fits two blocks of 4 warps per SM without spilling); Triton 3.6's
-    ptxas spills under any cap, and uses 194 registers without one. Launched on
-    ROCm, ``launch`` drops the option."""
-    if tuple(int(v) for v in triton.__version__.split('.')[:2]) >= (3, 7):
-        return dict(maxnreg=192)
-    return {}
+BACKWARD_REGISTER_CAP = (
+    dict(maxnreg=192) if tuple(int(v) for v in triton.__version__.split('.')[:2]) >= (3, 7)
+    else {})
+"""``maxnreg`` for the backward stencil on NVIDIA: the ptxas that Triton 3.7
+and later bundle give it 168 registers and spill unless capped higher (192 then
+fits two blocks of 4 warps per SM without spilling); Triton 3.6's ptxas spills
+under any cap, and uses 194 registers without one. Launched on ROCm, ``launch``
+drops the option."""
 
 
 def fusion_backward(g, x, weights, height, width, g_x, C=None):
@@ -530,7 +529,7 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
            BLOCK_W=block_w, BLOCK_D=block_d,
            BLOCK_R=triton.next_power_of_2(rows), num_warps=config['fusion_bwd_warps'],
-           **backward_register_cap(),
+           **BACKWARD_REGISTER_CAP,
            reads=(x, g, C), writes=(g_x, s_part, gc_part))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
