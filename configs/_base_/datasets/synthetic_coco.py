@@ -36,16 +36,22 @@ __test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor')),
 ]
+
+
+def __dataset(split, pipeline):
+    return dict(
+        data_root=__data_root,
+        metainfo=__metainfo,
+        ann_file=f'annotations/instances_{split}.json',
+        data_prefix=dict(img=f'{split}/'),
+        pipeline=pipeline)
+
+
 __val_dataloader = dict(
     batch_size=1,
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(
-        data_root=__data_root,
-        metainfo=__metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=__test_pipeline))
+    dataset=__dataset('val', __test_pipeline))
 __val_evaluator = dict(
     type='CocoMetric',
     ann_file=__data_root + 'annotations/instances_val.json',
@@ -63,12 +69,7 @@ synthetic_coco = dict(
     train_dataloader=dict(
         num_workers=0,
         persistent_workers=False,
-        dataset=dict(
-            data_root=__data_root,
-            metainfo=__metainfo,
-            ann_file='annotations/instances_train.json',
-            data_prefix=dict(img='train/'),
-            pipeline=__train_pipeline)),
+        dataset=__dataset('train', __train_pipeline)),
     val_dataloader=__val_dataloader,
     test_dataloader=__val_dataloader,
     val_evaluator=__val_evaluator,
