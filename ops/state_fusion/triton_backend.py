@@ -21,22 +21,29 @@ of the 25 taps is a gather of BLOCK_P rows of BLOCK_D contiguous channels
 ``y = C h + Dskip u`` (fused SSM). The +-5-row halo of a tile is re-read from
 L1/L2.
 
-Backward, one launch. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
+Backward, two launches. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
 - weights: ``S_k = sum_p g_h(p) x(clamp(p + off_k))`` (the forward's gathers);
 - input: ``g_x(s) = sum_k w_k sum_{p: clamp(p + off_k) = s} g_h(p)``.
-A program owns BLOCK_W columns x ``fusion_bwd_rows`` rows x BLOCK_D channels and
-walks them one row segment at a time. Each thread keeps its own partial of every
-S_k (25 accumulators of its few elements), so the loop has no reduction across
-threads; the 25 sums are reduced across the program once, at its end, and over
-programs by PyTorch. g_x: the zero-padded transpose ``sum_k w_k g_h(s - off_k)``
-in the loop, for every pixel. Replicate padding sends more preimage pixels to
-the outermost ring only: per axis, the preimage of s under offset d is an
-interval (``_interval``), e.g. rows ``[0, -d]`` for the top row, one row off
-the border. Before its loop, a program holding a border stores what the
-zero-padded transpose leaves out there (top and bottom rows: the other rows of
-the 9 taps pointing out of the image; left and right columns: the other
-columns), and the loop adds its sums to those pixels. The border reads the g_h
-the loop reads (no second pass over memory). No atomics: deterministic.
+Per axis, the transpose of a clamped shift is the zero-padded shift plus an
+edge term: the pixels that clamp onto the outer pixel besides the one the
+shift brings there (rows [0, d) onto row 0 for an offset of -d rows). So g_x
+is the zero-padded transpose ``sum_k w_k g_h(s - off_k)`` plus, on the outer
+rows and columns only, edge x shift, shift x edge and (corners) edge x edge
+terms.
+
+1. ``_fusion_bwd_border_kernel``: those terms per side of the image (top,
+   bottom, left, right) and position along it, into a (batch, 4, max(H, W), D)
+   buffer: 23 gathers of g_h per position (the centre column's rows serve the
+   three dilations), a 5 x 5 block at each corner. It reads the five-pixel
+   ring only.
+2. ``_fusion_bwd_kernel``: a program owns BLOCK_W columns x ``fusion_bwd_rows``
+   rows x BLOCK_D channels and walks them one row segment at a time through
+   the 25 taps of S_k and of the zero-padded transpose. Each thread keeps its
+   own partial of every S_k (25 accumulators of its few elements), so the loop
+   has no reduction across threads; the 25 sums are reduced across the program
+   once, at its end, and over programs by PyTorch. It adds the side columns'
+   terms as it stores each row, the top and bottom rows' at its end. No
+   atomics: deterministic.
 """
 import torch
 import triton
@@ -51,6 +58,8 @@ from .reference import DILATIONS
 
 NUM_TAPS = tl.constexpr(1 + 8 * len(DILATIONS))
 """Distinct offsets of the stencil: the shared centre and 8 others per dilation."""
+N_BORDER_WEIGHTS = tl.constexpr(4 * 11 + 4 * 3)
+"""Rows of :func:`border_weights`: 11 per side, 3 per corner."""
 if DILATIONS != tuple(2 * i + 1 for i in range(3)):
     raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
                       f'DI < 3; DILATIONS is {DILATIONS}')
@@ -66,6 +75,31 @@ def fold_tap_weights(kernels, alpha):
     centre = taps[:, 4].sum(0, keepdim=True)                         # (1, D)
     others = torch.cat([taps[:, :4], taps[:, 5:]], dim=1).flatten(0, 1)  # (NUM_TAPS - 1, D)
     return torch.cat([centre, others]).contiguous()
+
+
+def _tap(dy, dx):
+    """Row of the folded weights of offset (dy, dx), a non-centre offset."""
+    d = max(abs(dy), abs(dx))
+    pos = (dy // d + 1) * 3 + (dx // d + 1)
+    return 1 + 8 * DILATIONS.index(d) + pos - (pos > 4)
+
+
+def border_weights(weights):
+    """(N_BORDER_WEIGHTS, D) rows of the folded weights (NUM_TAPS, D) in the
+    order the border kernel reads them. Per side (top, bottom, left, right;
+    ``-d`` inwards, ``e`` along it): rows 0-4 the centre column's (e = 0)
+    weights summed over d > m for m = 0..4, rows 5 + 2i, 6 + 2i the taps e =
+    -d, +d of dilation ``DILATIONS[i]``. Then per corner (top-left, top-right,
+    bottom-left, bottom-right): its diagonal taps, one row per dilation."""
+    rows = []
+    for sy, sx, axis in ((-1, 0, 0), (1, 0, 0), (0, -1, 1), (0, 1, 1)):
+        def tap(d, e):
+            return _tap(sy * d + axis * e, sx * d + (1 - axis) * e)
+        rows += [sum(weights[tap(d, 0)] for d in DILATIONS if d > m) for m in range(5)]
+        rows += [weights[tap(d, e)] for d in DILATIONS for e in (-d, d)]
+    rows += [weights[_tap(sy * d, sx * d)] for sy in (-1, 1) for sx in (-1, 1)
+             for d in DILATIONS]
+    return torch.stack(rows)
 
 
 def kernel_grads(S, kernels, alpha):
@@ -147,24 +181,6 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
         acc = acc * c[:, None] + u * dskip[None, :]
     out = out_ptr + b * so_b + (offs_p * so_l)[:, None] + (offs_d * so_d)[None, :]
     tl.store(out, acc, mask=mask)
-
-
-@triton.jit
-def _interval(s, n, d):
-    """The pixels p of an axis of n pixels with clamp(p + d) = s: the interval
-    [lo, hi], empty when lo > hi (s may be a scalar or a vector)."""
-    lo = tl.maximum(tl.where(s == 0, 0, s - d), 0)
-    hi = tl.minimum(tl.where(s == n - 1, n - 1, s - d), n - 1)
-    return lo, hi
-
-
-@triton.jit
-def _extra_interval(s, n, d):
-    """:func:`_interval` less s - d, the pixel the zero-padded transpose counts
-    (when it lies in the interval it is one of its ends)."""
-    lo, hi = _interval(s, n, d)
-    q = s - d
-    return tl.where((q == lo) & (q != hi), lo + 1, lo), tl.where(q == hi, hi - 1, hi)
 
 
 @triton.jit
@@ -263,92 +279,135 @@ def _store_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, D, offs_d, mask_d,
 
 
 @triton.jit
-def _store_gx(gx_base, sgx_l, sgx_d, pix, pmask, prior, offs_d, mask_d, acc):
-    """g_x[pix] = acc, plus the value this program stored there before where
-    ``prior`` (a border pixel)."""
-    out = gx_base + (pix * sgx_l)[:, None] + (offs_d * sgx_d)[None, :]
-    mask = pmask[:, None] & mask_d[None, :]
-    acc += tl.load(out, mask=mask & prior[:, None], other=0.0).to(tl.float32)
-    tl.store(out, acc, mask=mask)
+def _border_side_term(acc, g_base, c_base, w_side, origin, inward, along, t, mask_t, n_along,
+                      n_in, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+                      BLOCK_D: tl.constexpr):
+    """Edge terms of one side at its positions t: for the side's 9 taps (offset
+    -d inwards, e along, d in DILATIONS), ``w sum_{m < min(d, n_in)} g_h(origin
+    + m inward + (t - e) along)``, zero where t - e leaves the side. The centre
+    column (e = 0) of the three dilations shares its rows: weight rows 0-4 of
+    the side are its weights summed over d > m."""
+    for M in tl.static_range(5):
+        pmask = mask_t & (M < n_in)
+        acc += (_gather_gh(g_base, c_base, origin + M * inward + t * along, pmask, sg_l,
+                           sg_d, sc_l, offs_d, mask_d, HAS_C)
+                * tl.load(w_side + M * BLOCK_D)[None, :])
+    for DI in tl.static_range(3):
+        for SIGN in tl.static_range(2):
+            src = t - (2 * SIGN - 1) * (2 * DI + 1)
+            valid = mask_t & (src >= 0) & (src < n_along)
+            part = tl.zeros(acc.shape, dtype=tl.float32)
+            for M in tl.static_range(2 * DI + 1):
+                part += _gather_gh(g_base, c_base, origin + M * inward + src * along,
+                                   valid & (M < n_in), sg_l, sg_d, sc_l, offs_d, mask_d,
+                                   HAS_C)
+            acc += part * tl.load(w_side + (5 + 2 * DI + SIGN) * BLOCK_D)[None, :]
+    return acc
 
 
 @triton.jit
-def _tap_offset(t):
-    """(dy, dx) of non-centre tap t (1..24) of the folded order, at run time."""
-    dilation = 2 * ((t - 1) // 8) + 1
-    pos = (t - 1) % 8 + ((t - 1) % 8) // 4
-    return (pos // 3 - 1) * dilation, (pos % 3 - 1) * dilation
+def _corner_block(g_base, c_base, w_corner, origin, inward, corner_t, step, n_along, n_in,
+                  sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """(BLOCK_D,) corner term: for the corner's diagonal taps (d, d), ``w_d
+    sum g_h`` over the d x d block of the corner (clipped to the image); the
+    blocks nest, so pixel (m, q) of the 5 x 5 block weighs w summed over
+    d > max(m, q). ``step``: +1 from the left corner, -1 from the right."""
+    pos = tl.arange(0, 32)
+    m = pos // 5
+    q = pos % 5
+    valid = (pos < 25) & (m < n_in) & (q < n_along)
+    pix = origin + m * inward + corner_t + q * step
+    gh = _gather_gh(g_base, c_base, pix, valid, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C)
+    reach = tl.maximum(m, q)[:, None]
+    weight = (tl.load(w_corner + 2 * BLOCK_D)[None, :]
+              + tl.where(reach < 3, tl.load(w_corner + BLOCK_D)[None, :], 0.0)
+              + tl.where(reach < 1, tl.load(w_corner)[None, :], 0.0))
+    return tl.sum(gh * weight, axis=0)
 
 
 @triton.jit
-def _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, r, cols, mask_w, corner, H,
-                W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
-                BOTTOM: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Top (bottom) row r: g_x = sum_k w_k g_h summed over the rows E_i of tap k's
-    preimage other than the zero-padded one, times its columns P_j (one column,
-    up to |dx| + 1 in the corners, when ``corner``: the tile holds one). Only the
-    9 taps with dy < 0 (dy > 0) have such rows; with H = 1 the bottom call adds
-    to the top one's."""
-    acc = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-    for n in range(0, 9):
-        # 3x3 positions 0, 1, 2 (6, 7, 8) of dilation n // 3
-        t = 1 + 8 * (n // 3) + n % 3 + 5 * BOTTOM
-        dy, dx = _tap_offset(t)
-        ilo, ihi = _extra_interval(r, H, dy)
-        jlo, jhi = _interval(cols, W, dx)
-        n_j = tl.where(corner, tl.abs(dx) + 1, 1)
-        extra = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-        for i in range(ilo, ihi + 1):
-            for e in range(0, n_j):
-                extra += _gather_gh(g_base, c_base, i * W + jlo + e,
-                                    mask_w & (jlo + e <= jhi), sg_l, sg_d, sc_l, offs_d,
-                                    mask_d, HAS_C)
-        acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
-    _store_gx(gx_base, sgx_l, sgx_d, r * W + cols, mask_w, (cols < 0) | (BOTTOM & (H == 1)),
-              offs_d, mask_d, acc)
+def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_segs,
+                              n_col_segs, sg_b, sg_l, sg_d, sc_b, sc_l,
+                              HAS_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                              BLOCK_D: tl.constexpr):
+    """What replicate padding adds to the zero-padded transpose, per side of
+    the image, into ``edge_ptr`` (batch, 4, n_edge, D) float32.
+
+    Programs: segments of BLOCK_P positions of the top and bottom rows
+    (``n_row_segs`` each), then of the left and right columns (``n_col_segs``
+    each). A side at position t (a column of a row side, a row of a column
+    side) collects its taps' preimage pixels beyond the zero-padded one
+    (:func:`_border_side_term`); a row side also adds, at its two corners, the
+    taps pointing out of both axes (:func:`_corner_block`).
+    """
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    is_col = pid >= 2 * n_row_segs
+    n_segs = tl.where(is_col, n_col_segs, n_row_segs)
+    index = tl.where(is_col, pid - 2 * n_row_segs, pid)
+    far = index >= n_segs                                   # bottom or right
+    seg = tl.where(far, index - n_segs, index)
+    side = 2 * is_col.to(tl.int32) + far.to(tl.int32)
+    n_along = tl.where(is_col, H, W)
+    n_in = tl.where(is_col, W, H)
+    along = tl.where(is_col, W, 1)
+    inward = tl.where(is_col, 1, W)
+    inward = tl.where(far, -inward, inward)
+    origin = tl.where(far, (n_in - 1) * tl.where(is_col, 1, W), 0)
+    t = seg * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_t = t < n_along
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    g_base = g_ptr + b * sg_b
+    c_base = c_ptr + b * sc_b
+    w_block = w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    acc = _border_side_term(acc, g_base, c_base, w_block + side * (11 * BLOCK_D), origin,
+                            inward, along, t, mask_t, n_along, n_in, sg_l, sg_d, sc_l,
+                            offs_d, mask_d, HAS_C, BLOCK_D)
+    # a row side's corners: in its first segment (t = 0) and its last (t = W - 1)
+    first = (seg == 0) & (pid < 2 * n_row_segs)
+    n_corners = tl.where(is_col, 0, first.to(tl.int32) + (seg == n_segs - 1).to(tl.int32))
+    for k in range(0, n_corners):
+        right = (k > 0) | (seg > 0)
+        corner_t = tl.where(right, W - 1, 0)
+        w_corner = w_block + (44 + 3 * (2 * side + right.to(tl.int32))) * BLOCK_D
+        block = _corner_block(g_base, c_base, w_corner, origin, inward, corner_t,
+                              tl.where(right, -1, 1), n_along, n_in, sg_l, sg_d, sc_l,
+                              offs_d, mask_d, HAS_C, BLOCK_D)
+        acc += tl.where(t[:, None] == corner_t, block[None, :], 0.0)
+    out = edge_ptr + ((b * 4 + side) * n_edge + t.to(tl.int64))[:, None] * D + offs_d[None, :]
+    tl.store(out, acc, mask=mask_t[:, None] & mask_d[None, :])
 
 
 @triton.jit
-def _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, c_edge, row0, row_end,
-                   H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
-                   RIGHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Left (right) column c_edge, rows [row0, row_end): g_x = sum_k w_k g_h in
-    the zero-padded row of tap k's preimage, summed over its other columns E_j;
-    plus what the top and bottom rows stored in the corners. Only the 9 taps
-    with dx < 0 (dx > 0) have such columns; with W = 1 the right call adds to
-    the left one's."""
-    rows = row0 + tl.arange(0, BLOCK_R)
-    mask_r = rows < row_end
-    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for n in range(0, 9):
-        # 3x3 positions 0, 3, 6 (2, 5, 8) of dilation n // 3: folded k 0, 3, 5 (2, 4, 7)
-        m = n % 3
-        k = tl.where(RIGHT, 2 + 2 * m + (m == 2), 3 * m - (m == 2))
-        t = 1 + 8 * (n // 3) + k
-        dy, dx = _tap_offset(t)
-        jlo, jhi = _extra_interval(c_edge, W, dx)
-        qi = rows - dy
-        valid = mask_r & (qi >= 0) & (qi < H)
-        extra = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-        for j in range(jlo, jhi + 1):
-            extra += _gather_gh(g_base, c_base, qi * W + j, valid, sg_l, sg_d, sc_l, offs_d,
-                                mask_d, HAS_C)
-        acc += extra * tl.load(w_ptr + t * BLOCK_D)[None, :]
-    _store_gx(gx_base, sgx_l, sgx_d, rows * W + c_edge, mask_r,
-              (rows == 0) | (rows == H - 1) | (RIGHT & (W == 1)), offs_d, mask_d, acc)
+def _add_row_terms(gx_base, sgx_l, sgx_d, side_base, r, cols, W, n_edge, also_next, offs_d,
+                   mask, D):
+    """g_x[row r] += the row side's terms at ``side_base`` (and the next side's,
+    the bottom row's, when ``also_next``: an image of one row), after a
+    barrier: other threads of the program may have stored the row."""
+    tl.debug_barrier()
+    out = gx_base + ((r * W + cols) * sgx_l)[:, None] + (offs_d * sgx_d)[None, :]
+    terms = side_base[None, :] + (cols * D)[:, None]
+    value = (tl.load(out, mask=mask).to(tl.float32) + tl.load(terms, mask=mask)
+             + tl.load(terms + n_edge * D, mask=mask & also_next, other=0.0))
+    tl.store(out, value, mask=mask)
 
 
 @triton.jit
-def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_ptr,
-                       D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
+def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr, gc_part_ptr,
+                       D, H, W, L, n_edge, ROWS, n_strips, n_tiles, n_dblocks,
                        sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
                        HAS_C: tl.constexpr, EVEN: tl.constexpr, BLOCK_W: tl.constexpr,
-                       BLOCK_D: tl.constexpr,
-                       BLOCK_R: tl.constexpr):
+                       BLOCK_D: tl.constexpr):
     """g_x exactly, per-program weight sums S (and g_C partials when HAS_C).
 
     Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row.
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
+    g_x: the zero-padded transpose plus, on the image's outer rows and columns,
+    the border's terms that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``.
     """
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -368,32 +427,12 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
     gx_base = gx_ptr + b * sgx_b
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
-    # The border first: each border pixel's preimage pixels other than its
-    # zero-padded one (top and bottom rows: rows E_i x columns P_j; left and right
-    # columns: row q_i x columns E_j; corners both), stored for the loop below to
-    # add to (other threads: hence the barriers).
-    corner = (col0 == 0) | (col0 + BLOCK_W >= W)
-    if row0 == 0:
-        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, row0, cols, mask_w, corner,
-                    H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_W, BLOCK_D)
-    if H == 1:
-        tl.debug_barrier()
-    if row_end == H:
-        _row_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, H - 1, cols, mask_w,
-                    corner, H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_W,
-                    BLOCK_D)
-    tl.debug_barrier()
-    if col0 == 0:
-        _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, col0, row0, row_end,
-                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, False, BLOCK_R,
-                       BLOCK_D)
-    if W == 1:
-        tl.debug_barrier()
-    if W - 1 < col0 + BLOCK_W:
-        _column_extras(gx_base, sgx_l, sgx_d, g_base, c_base, w_ptr, W - 1, row0, row_end,
-                       H, W, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, True, BLOCK_R,
-                       BLOCK_D)
-    tl.debug_barrier()
+    # the four sides' terms, (n_edge, D) each (rows by column, columns by row):
+    # the left and right columns' added in the row walk, the top and bottom
+    # rows' after it
+    edge_base = edge_ptr + b * 4 * n_edge * D + offs_d
+    has_left = col0 == 0
+    has_right = W - 1 < col0 + BLOCK_W
     zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
     s0 = zero
     s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
@@ -424,9 +463,12 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
             acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, g_base,
             c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
             mask_d, mask, HAS_C, EVEN, 2, BLOCK_D)
-        _store_gx(gx_base, sgx_l, sgx_d, pix, mask_w,
-                  (r == 0) | (r == H - 1) | (cols == 0) | (cols == W - 1), offs_d, mask_d,
-                  acc_gx)
+        left = tl.load(edge_base + (2 * n_edge + r) * D, mask=mask_d & has_left, other=0.0)
+        right = tl.load(edge_base + (3 * n_edge + r) * D, mask=mask_d & has_right, other=0.0)
+        acc_gx += (tl.where((cols == 0)[:, None], left[None, :], 0.0)
+                   + tl.where((cols == W - 1)[:, None], right[None, :], 0.0))
+        tl.store(gx_base + (pix * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc_gx,
+                 mask=mask)
         if HAS_C:
             # one lane per pixel stores, from the tile's own layout (no shuffle
             # through shared memory)
@@ -438,6 +480,14 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, gx_ptr, s_part_ptr, gc_part_p
     _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
     _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
     _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
+    # the top and bottom rows' terms last, with the weight sums stored (fewer
+    # registers live)
+    if row0 == 0:
+        _add_row_terms(gx_base, sgx_l, sgx_d, edge_base, 0, cols, W, n_edge, H == 1, offs_d,
+                       mask, D)
+    if (row_end == H) & (H > 1):
+        _add_row_terms(gx_base, sgx_l, sgx_d, edge_base + n_edge * D, H - 1, cols, W, n_edge,
+                       False, offs_d, mask, D)
 
 
 # ----------------------------------------------------------------------- launchers
@@ -518,19 +568,31 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     n_tiles = n_strips * triton.cdiv(height, rows)
     has_c = C is not None
     dev = x.device
-    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
-    gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
+    # the border's terms per side first, for the stencil to add on the outer ring
+    n_edge = max(height, width)
+    edge = new_output((batch, 4, n_edge, channels), torch.float32, dev)
+    block_e = block('fusion_border_block_p', n_edge)
+    n_row_segs, n_col_segs = triton.cdiv(width, block_e), triton.cdiv(height, block_e)
+    ring = length - max(height - 10, 0) * max(width - 10, 0)   # pixels it may read
+    launch(_fusion_bwd_border_kernel, (2 * (n_row_segs + n_col_segs), n_dblocks, batch),
+           g, c_arg, per_block(border_weights(weights), block_d), edge,
+           channels, height, width, n_edge, n_row_segs, n_col_segs, *strides(g), *c_strides,
+           HAS_C=has_c, BLOCK_P=block_e, BLOCK_D=block_d,
+           num_warps=config['fusion_border_warps'],
+           reads=(g[:, :ring], C[:, :ring] if has_c else None), writes=(edge,))
+    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
+    gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
     launch(_fusion_bwd_kernel, (n_tiles, n_dblocks, batch),
-           x, per_block(weights, block_d), g, c_arg, g_x, s_part, gc_part if has_c else s_part,
-           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
+           x, per_block(weights, block_d), g, c_arg, edge, g_x, s_part,
+           gc_part if has_c else s_part,
+           channels, height, width, length, n_edge, rows, n_strips, n_tiles, n_dblocks,
            *strides(x), *strides(g), *c_strides, *strides(g_x),
            HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
-           BLOCK_W=block_w, BLOCK_D=block_d,
-           BLOCK_R=triton.next_power_of_2(rows), num_warps=config['fusion_bwd_warps'],
+           BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
            **BACKWARD_REGISTER_CAP,
-           reads=(x, g, C), writes=(g_x, s_part, gc_part))
+           reads=(x, g, C, edge), writes=(g_x, s_part, gc_part))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

@@ -1,12 +1,14 @@
 """The Triton state-fusion backward: exact on every pixel whichever program holds it.
 
-One launch computes the input gradient, the border included: a program walks
-its rows, then the programs holding a border add the preimage pixels that
-replicate padding sends there. These tests split images into programs of every
-shape (one-pixel strips, one-row bands, strips and bands that end inside the
-five-pixel border) and compare with the float64 reference, for the state fusion
-alone and inside the fused SSM step (where g_h = g_y C and the kernel also
-returns the partials of g_C).
+Two launches compute the input gradient: the border kernel sums, per side of
+the image, the preimage pixels that replicate padding sends to the outer rows
+and columns (and the corner blocks), then the stencil walks its rows and adds
+them there. These tests split images into programs of every shape (one-pixel
+strips, one-row bands, strips and bands that end inside the five-pixel border;
+sides cut into one-position segments, segments that hold one corner, or both)
+and compare with the float64 reference, for the state fusion alone and inside
+the fused SSM step (where g_h = g_y C and the kernel also returns the partials
+of g_C).
 """
 import os
 
@@ -45,16 +47,18 @@ def fusion_grads(fn, x, kernels, alpha, g):
     return (out, *torch.autograd.grad(out, leaves, g.to(out.dtype)))
 
 
-# (H, W, pixels per row segment, rows per program, channels): one-row bands
-# (one-pixel strips and bands together: test_triton_kernels.py's border split
-# test); strips and bands ending inside the border; images smaller than the
-# dilations; whole tiles only (the kernel then gathers x unmasked).
-SPLITS = [(11, 9, 2, 3, 2), (12, 12, 4, 5, 3), (4, 3, 2, 2, 3),
-          (1, 6, 2, 1, 3), (6, 1, 1, 4, 3), (9, 8, 4, 4, 4)]
+# (H, W, pixels per row segment, rows per program, channels, positions per
+# border segment): one-row bands (one-pixel strips and bands together:
+# test_triton_kernels.py's border split test); strips and bands ending inside
+# the border; images smaller than the dilations; whole tiles only (the kernel
+# then gathers x unmasked); border sides in segments of 1, 2, 4 and 16.
+SPLITS = [(11, 9, 2, 3, 2, 4), (12, 12, 4, 5, 3, 1), (4, 3, 2, 2, 3, 2),
+          (1, 6, 2, 1, 3, 4), (6, 1, 1, 4, 3, 2), (9, 8, 4, 4, 4, 16), (13, 7, 4, 4, 2, 8)]
 
 
-@pytest.mark.parametrize('height,width,block_w,rows,channels', SPLITS)
-def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows, channels):
+@pytest.mark.parametrize('height,width,block_w,rows,channels,border_block', SPLITS)
+def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows, channels,
+                                                    border_block):
     gen = torch.Generator().manual_seed(height * 100 + width)
     x = torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
     kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
@@ -62,15 +66,17 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
     g = torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
-                         fusion_bwd_rows=rows, fusion_block_d=2):
+                         fusion_bwd_rows=rows, fusion_block_d=2,
+                         fusion_border_block_p=border_block):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
     for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
         assert rel_err(o, r) < 2e-6, name
 
 
-@pytest.mark.parametrize('height,width,block_w,rows', [(9, 7, 2, 4), (5, 13, 4, 2)])
-def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows):
+@pytest.mark.parametrize('height,width,block_w,rows,border_block',
+                         [(9, 7, 2, 4, 4), (5, 13, 4, 2, 2)])
+def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block):
     """The fused op's backward (C-weighted g_h, g_C partials) on split images."""
     gen = torch.Generator().manual_seed(7)
     shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
@@ -90,6 +96,7 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows):
     ref = run(structure_aware_ssm_ref, torch.float64, 'cpu')
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
                          fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
+                         fusion_border_block_p=border_block,
                          scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):
