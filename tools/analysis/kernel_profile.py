@@ -43,25 +43,18 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
-def _fusion_bwd_trips(a):
-    """The row walk (ROWS rows) is the main loop; the four border loops before
-    it run in the programs holding a border only: 9 taps x about 3 preimage
-    rows or columns each, in a fraction of the programs (the mean of the top
-    and bottom rows' 1 / row bands and the side columns' 1 / strips)."""
-    holding_border = (1 / _cdiv(a['H'], a['ROWS']) + 1 / a['n_strips']) / 2
-    return dict(main=[a['ROWS']], other=[9 * holding_border, 3])
-
-
 # Loops of each kernel's source: trip counts from the launch's bound arguments
-# (name -> value), outermost first; a list applies to every loop nest by depth,
-# a dict gives the largest nest (``main``) and the others (``other``, per-program
-# mean executions, fractional where only some programs enter them) their own.
-# Kernels not listed have no loop (their ``tl.static_range`` taps are unrolled).
+# (name -> value), outermost first, by depth (per-program means, fractional
+# where only some programs enter a loop). Kernels not listed have no loop
+# (their ``tl.static_range`` taps are unrolled).
 TRIP_COUNTS = {
     '_scan_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_bwd_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
-    '_fusion_bwd_kernel': _fusion_bwd_trips,
+    '_fusion_bwd_kernel': lambda a: [a['ROWS']],
+    # the corner loop: 4 corners over the 2 (row + column segments) programs of
+    # an image and channel block
+    '_fusion_bwd_border_kernel': lambda a: [4 / (2 * (a['n_row_segs'] + a['n_col_segs']))],
 }
 
 
@@ -166,11 +159,8 @@ def sass_stats(cubin, trip_counts=()):
     Loops: each backward branch closes a loop over [target, branch]; nested
     loops get the trip counts of ``trip_counts`` (outermost first) by depth
     (a source loop the compiler unrolled, innermost first, is already repeated
-    in the code); as a dict ``{'main': [...], 'other': [...]}``, the top-level
-    nest with the most instructions gets ``main`` and every other nest
-    ``other`` (``other_loops_dynamic_instr``: their share, e.g. the border
-    loops of the fusion backward). ``loops_matched`` says whether the main
-    depths agree.
+    in the code). ``loops_matched`` says whether the depths of the largest
+    nest agree with the trip counts.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -223,27 +213,21 @@ def sass_stats(cubin, trip_counts=()):
         return sum(1 for address, _, _ in body if span[0] <= address <= span[1])
     nests = [span for span in loops if depth(span[0]) == 1]
     main = max(nests, key=size, default=None)
-    per_nest = isinstance(trip_counts, dict)
-    main_trips = list(trip_counts['main'] if per_nest else trip_counts)
-    other_trips = list(trip_counts['other']) if per_nest else main_trips
+    trips = list(trip_counts)
 
     def weight_of(address):
         d = depth(address)
-        in_main = main is not None and main[0] <= address <= main[1]
-        trips = main_trips if in_main or d == 0 else other_trips
         weight = 1
         for trip in (trips + [1] * d)[:d]:
             weight *= trip
         return weight
     max_depth = max((depth(lo) for lo, hi in loops
                      if main is None or main[0] <= lo <= main[1]), default=0)
-    dynamic = barriers = dynamic_barriers = other_dynamic = 0
+    dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
         weight = weight_of(address)
         dynamic += weight
-        if depth(address) and not (main[0] <= address <= main[1]):
-            other_dynamic += weight
         if op.startswith('BAR'):
             barriers += 1
             dynamic_barriers += weight
@@ -256,10 +240,10 @@ def sass_stats(cubin, trip_counts=()):
     return dict(regs=int(res.get('REG', 0)), stack_bytes=int(res.get('STACK', 0)),
                 spill_bytes=spill_store, spill_load_bytes=spill_load,
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
-                dynamic_instr=dynamic, other_loops_dynamic_instr=other_dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
+                dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
                 sass_loops=len(loops), loop_depth=max_depth,
-                loops_matched=max_depth == len(main_trips) or all(
-                    trip == 1 for trip in main_trips[max_depth:]))
+                loops_matched=max_depth == len(trips) or all(
+                    trip == 1 for trip in trips[max_depth:]))
 
 
 def amdgcn_stats(asm):
