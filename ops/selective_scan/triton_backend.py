@@ -321,7 +321,7 @@ def _carry(decay, end, channels, reverse):
     launch(_scan_carry_kernel, (triton.cdiv(channels, block_d), rows),
            decay, end, channels, n_chunks, REVERSE=reverse,
            BLOCK_C=block('scan_block_c', n_chunks), BLOCK_D=block_d,
-           reads=(decay, end), writes=(end,), num_warps=4)
+           reads=(decay, end), writes=(end,), num_warps=config['scan_carry_warps'])
 
 
 def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
