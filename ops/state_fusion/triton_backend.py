@@ -21,7 +21,7 @@ of the 25 taps is a gather of BLOCK_P rows of BLOCK_D contiguous channels
 ``y = C h + Dskip u`` (fused SSM). The +-5-row halo of a tile is re-read from
 L1/L2.
 
-Backward, two launches. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
+Backward, three launches. With ``g_h`` the gradient of h (``g_y C`` in the fused op):
 - weights: ``S_k = sum_p g_h(p) x(clamp(p + off_k))`` (the forward's gathers);
 - input: ``g_x(s) = sum_k w_k sum_{p: clamp(p + off_k) = s} g_h(p)``.
 Per axis, the transpose of a clamped shift is the zero-padded shift plus an
@@ -36,14 +36,20 @@ terms.
    buffer: 23 gathers of g_h per position (the centre column's rows serve the
    three dilations), a 5 x 5 block at each corner. It reads the five-pixel
    ring only.
-2. ``_fusion_bwd_kernel``: a program owns BLOCK_W columns x ``fusion_bwd_rows``
-   rows x BLOCK_D channels and walks them one row segment at a time through
-   the 25 taps of S_k and of the zero-padded transpose. Each thread keeps its
-   own partial of every S_k (25 accumulators of its few elements), so the loop
-   has no reduction across threads; the 25 sums are reduced across the program
-   once, at its end, and over programs by PyTorch. It adds the side columns'
-   terms as it stores each row, the top and bottom rows' at its end. No
-   atomics: deterministic.
+2. ``_fusion_bwd_input_kernel``: g_x per (BLOCK_P pixels, BLOCK_D channels)
+   tile, the forward's tiling: the 25 zero-padded gathers of g_h, then the
+   border's terms on the outer rows and columns.
+3. ``_fusion_bwd_weights_kernel``: a program owns BLOCK_W columns x
+   ``fusion_bwd_rows`` rows x BLOCK_D channels and walks them one row segment
+   at a time through the 25 gathers of x. Each thread keeps its own partial of
+   every S_k (25 accumulators of its few elements), so the loop has no
+   reduction across threads; the 25 sums are reduced across the program once,
+   at its end, and over programs by PyTorch. With the C of the fused op it
+   also recomputes h for g_C.
+
+Apart, the input gradient and the weights' sums each get a tile and
+registers of their own (what that saves: benchmarks/RESULTS.md). No atomics:
+deterministic.
 """
 import torch
 import triton
@@ -195,73 +201,49 @@ def _gather_gh(g_base, c_base, pix, pmask, sg_l, sg_d, sc_l, offs_d, mask_d,
 
 
 @triton.jit
-def _bwd_tap(acc_gx, acc_h, s_k, gh_own, x_base, g_base, c_base, w_ptr, r, cols, mask_w,
-             H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d, mask,
+def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d, mask,
              HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
-             DX: tl.constexpr,
-             BLOCK_D: tl.constexpr):
-    """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) (and
-    h += w x(...) when HAS_C), g_x += w g_h(p - off) zero-padded."""
-    w = tl.load(w_ptr + TAP * BLOCK_D)[None, :]
-    src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
+             DX: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)), and
+    h += w x(...) when HAS_C."""
+    # a row term, the same for the whole row, and a column term, the same in
+    # every row
+    x_row = x_base + _clamp(r + DY, H - 1) * (W * sx_l)
+    x_cols = (_clamp(cols + DX, W - 1) * sx_l)[:, None] + (offs_d * sx_d)[None, :]
     if EVEN:    # no pixel or channel past the image: the clamped source is in it
-        xs = tl.load(x_base + (src * sx_l)[:, None] + (offs_d * sx_d)[None, :])
-        xs = xs.to(tl.float32)
+        xs = tl.load(x_row + x_cols).to(tl.float32)
     else:
-        xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
+        xs = tl.load(x_row + x_cols, mask=mask, other=0.0).to(tl.float32)
     s_k += gh_own * xs
     if HAS_C:
-        acc_h += xs * w
-    qi = r - DY
-    qj = cols - DX
-    valid = mask_w & (qi >= 0) & (qi < H) & (qj >= 0) & (qj < W)
-    acc_gx += _gather_gh(g_base, c_base, qi * W + qj, valid, sg_l, sg_d, sc_l, offs_d,
-                         mask_d, HAS_C) * w
-    return acc_gx, acc_h, s_k
+        acc_h += xs * tl.load(w_ptr + TAP * BLOCK_D)[None, :]
+    return acc_h, s_k
 
 
 @triton.jit
-def _bwd_dilation(acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, g_base,
-                  c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                  offs_d, mask_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
-                  DI: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
+def _bwd_dilation(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, w_ptr, r, cols, H,
+                  W, sx_l, sx_d, offs_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                  DI: tl.constexpr, BLOCK_D: tl.constexpr):
     """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
     T: tl.constexpr = 1 + 8 * DI
     d: tl.constexpr = 2 * DI + 1
-    acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T, -d, -d,
-                                 BLOCK_D)
-    acc_gx, acc_h, s1 = _bwd_tap(acc_gx, acc_h, s1, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 1, -d, 0,
-                                 BLOCK_D)
-    acc_gx, acc_h, s2 = _bwd_tap(acc_gx, acc_h, s2, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 2, -d, d,
-                                 BLOCK_D)
-    acc_gx, acc_h, s3 = _bwd_tap(acc_gx, acc_h, s3, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 3, 0, -d,
-                                 BLOCK_D)
-    acc_gx, acc_h, s4 = _bwd_tap(acc_gx, acc_h, s4, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 4, 0, d,
-                                 BLOCK_D)
-    acc_gx, acc_h, s5 = _bwd_tap(acc_gx, acc_h, s5, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 5, d, -d,
-                                 BLOCK_D)
-    acc_gx, acc_h, s6 = _bwd_tap(acc_gx, acc_h, s6, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 6, d, 0,
-                                 BLOCK_D)
-    acc_gx, acc_h, s7 = _bwd_tap(acc_gx, acc_h, s7, gh_own, x_base, g_base, c_base, w_ptr,
-                                 r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l,
-                                 offs_d, mask_d, mask, HAS_C, EVEN, T + 7, d, d,
-                                 BLOCK_D)
-    return acc_gx, acc_h, s0, s1, s2, s3, s4, s5, s6, s7
+    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T, -d, -d, BLOCK_D)
+    acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 1, -d, 0, BLOCK_D)
+    acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 2, -d, d, BLOCK_D)
+    acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 3, 0, -d, BLOCK_D)
+    acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 4, 0, d, BLOCK_D)
+    acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 5, d, -d, BLOCK_D)
+    acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 6, d, 0, BLOCK_D)
+    acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, T + 7, d, d, BLOCK_D)
+    return acc_h, s0, s1, s2, s3, s4, s5, s6, s7
 
 
 @triton.jit
@@ -383,31 +365,71 @@ def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_
 
 
 @triton.jit
-def _add_row_terms(gx_base, sgx_l, sgx_d, side_base, r, cols, W, n_edge, also_next, offs_d,
-                   mask, D):
-    """g_x[row r] += the row side's terms at ``side_base`` (and the next side's,
-    the bottom row's, when ``also_next``: an image of one row), after a
-    barrier: other threads of the program may have stored the row."""
-    tl.debug_barrier()
-    out = gx_base + ((r * W + cols) * sgx_l)[:, None] + (offs_d * sgx_d)[None, :]
-    terms = side_base[None, :] + (cols * D)[:, None]
-    value = (tl.load(out, mask=mask).to(tl.float32) + tl.load(terms, mask=mask)
-             + tl.load(terms + n_edge * D, mask=mask & also_next, other=0.0))
-    tl.store(out, value, mask=mask)
+def _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p, mask_d, tap,
+               dy, dx, HAS_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """acc += w g_h(p - off), zero outside the image, for the tap ``tap`` of
+    offset (dy, dx). ``g_tile``, ``c_tile``: the tile's own pointers into g and
+    C, moved by the offset."""
+    # 0 <= row - dy < H and 0 <= col - dx < W, each as one unsigned comparison
+    valid = (mask_p & ((row - dy).to(tl.uint32, bitcast=True) < H)
+             & ((col - dx).to(tl.uint32, bitcast=True) < W))
+    shift = dy * W + dx
+    gh = tl.load(g_tile - shift * sg_l, mask=valid[:, None] & mask_d[None, :],
+                 other=0.0).to(tl.float32)
+    if HAS_C:
+        gh *= tl.load(c_tile - shift * sc_l, mask=valid, other=0.0).to(tl.float32)[:, None]
+    return acc + gh * tl.load(w_ptr + tap * BLOCK_D)[None, :]
 
 
 @triton.jit
-def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr, gc_part_ptr,
-                       D, H, W, L, n_edge, ROWS, n_strips, n_tiles, n_dblocks,
-                       sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
-                       HAS_C: tl.constexpr, EVEN: tl.constexpr, BLOCK_W: tl.constexpr,
-                       BLOCK_D: tl.constexpr):
-    """g_x exactly, per-program weight sums S (and g_C partials when HAS_C).
+def _fusion_bwd_input_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
+                             sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
+                             HAS_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                             BLOCK_D: tl.constexpr):
+    """g_x of a (BLOCK_P pixels, BLOCK_D channels, batch) tile: the zero-padded
+    transpose ``sum_k w_k g_h(p - off_k)`` plus, on the image's outer rows and
+    columns, the border's terms that ``_fusion_bwd_border_kernel`` left in
+    ``edge_ptr``."""
+    pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
+        D, W, L, BLOCK_P, BLOCK_D)
+    g_tile = g_ptr + b * sg_b + (offs_p * sg_l)[:, None] + (offs_d * sg_d)[None, :]
+    c_tile = c_ptr + b * sc_b + offs_p * sc_l
+    w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    acc = _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p, mask_d,
+                     0, 0, 0, HAS_C, BLOCK_D)
+    # a loop over the dilations (not unrolled: the compiler would then hold all
+    # the taps' loads in flight at once, in registers)
+    for DI in range(3):
+        d = 2 * DI + 1
+        for K in tl.static_range(8):
+            # non-centre tap K of dilation 2 DI + 1: 3x3 position K + K // 4
+            acc = _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p,
+                             mask_d, 1 + 8 * DI + K, ((K + K // 4) // 3 - 1) * d,
+                             ((K + K // 4) % 3 - 1) * d, HAS_C, BLOCK_D)
+    # the four sides' terms, (n_edge, D) each: rows by column, columns by row
+    edge = edge_ptr + b * 4 * n_edge * D + offs_d[None, :]
+    acc += tl.load(edge + (col * D)[:, None], mask=mask & (row == 0)[:, None], other=0.0)
+    acc += tl.load(edge + ((n_edge + col) * D)[:, None], mask=mask & (row == H - 1)[:, None],
+                   other=0.0)
+    acc += tl.load(edge + ((2 * n_edge + row) * D)[:, None], mask=mask & (col == 0)[:, None],
+                   other=0.0)
+    acc += tl.load(edge + ((3 * n_edge + row) * D)[:, None],
+                   mask=mask & (col == W - 1)[:, None], other=0.0)
+    tl.store(gx_ptr + b * sgx_b + (offs_p * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc,
+             mask=mask)
+
+
+@triton.jit
+def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_ptr,
+                               D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
+                               sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l,
+                               HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                               BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Per-program weight sums S (and g_C partials when HAS_C).
 
     Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row.
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
-    g_x: the zero-padded transpose plus, on the image's outer rows and columns,
-    the border's terms that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``.
     """
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -415,8 +437,7 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr,
     strip = pid % n_strips
     row0 = (pid // n_strips) * ROWS
     row_end = tl.minimum(row0 + ROWS, H)
-    col0 = strip * BLOCK_W
-    cols = col0 + tl.arange(0, BLOCK_W)
+    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     mask_w = cols < W
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
@@ -424,15 +445,8 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr,
     x_base = x_ptr + b * sx_b
     g_base = g_ptr + b * sg_b
     c_base = c_ptr + b * sc_b
-    gx_base = gx_ptr + b * sgx_b
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
-    # the four sides' terms, (n_edge, D) each (rows by column, columns by row):
-    # the left and right columns' added in the row walk, the top and bottom
-    # rows' after it
-    edge_base = edge_ptr + b * 4 * n_edge * D + offs_d
-    has_left = col0 == 0
-    has_right = W - 1 < col0 + BLOCK_W
     zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
     s0 = zero
     s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
@@ -445,30 +459,18 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr,
         if HAS_C:
             gh_own = g_own * tl.load(c_base + pix * sc_l, mask=mask_w,
                                      other=0.0).to(tl.float32)[:, None]
-        acc_gx = zero
         acc_h = zero
-        acc_gx, acc_h, s0 = _bwd_tap(acc_gx, acc_h, s0, gh_own, x_base, g_base, c_base,
-                                     w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l,
-                                     sg_d, sc_l, offs_d, mask_d, mask, HAS_C, EVEN, 0, 0, 0,
-                                     BLOCK_D)
-        acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
-            acc_gx, acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, g_base, c_base,
-            w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d, mask_d,
-            mask, HAS_C, EVEN, 0, BLOCK_D)
-        acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
-            acc_gx, acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, g_base,
-            c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
-            mask_d, mask, HAS_C, EVEN, 1, BLOCK_D)
-        acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
-            acc_gx, acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, g_base,
-            c_base, w_ptr, r, cols, mask_w, H, W, D, sx_l, sx_d, sg_l, sg_d, sc_l, offs_d,
-            mask_d, mask, HAS_C, EVEN, 2, BLOCK_D)
-        left = tl.load(edge_base + (2 * n_edge + r) * D, mask=mask_d & has_left, other=0.0)
-        right = tl.load(edge_base + (3 * n_edge + r) * D, mask=mask_d & has_right, other=0.0)
-        acc_gx += (tl.where((cols == 0)[:, None], left[None, :], 0.0)
-                   + tl.where((cols == W - 1)[:, None], right[None, :], 0.0))
-        tl.store(gx_base + (pix * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc_gx,
-                 mask=mask)
+        acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d,
+                             offs_d, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
+        acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
+            acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_ptr, r, cols, H, W,
+            sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 0, BLOCK_D)
+        acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
+            acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_ptr, r, cols, H, W,
+            sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 1, BLOCK_D)
+        acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
+            acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_ptr, r, cols, H,
+            W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 2, BLOCK_D)
         if HAS_C:
             # one lane per pixel stores, from the tile's own layout (no shuffle
             # through shared memory)
@@ -480,14 +482,6 @@ def _fusion_bwd_kernel(x_ptr, w_ptr, g_ptr, c_ptr, edge_ptr, gx_ptr, s_part_ptr,
     _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
     _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
     _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
-    # the top and bottom rows' terms last, with the weight sums stored (fewer
-    # registers live)
-    if row0 == 0:
-        _add_row_terms(gx_base, sgx_l, sgx_d, edge_base, 0, cols, W, n_edge, H == 1, offs_d,
-                       mask, D)
-    if (row_end == H) & (H > 1):
-        _add_row_terms(gx_base, sgx_l, sgx_d, edge_base + n_edge * D, H - 1, cols, W, n_edge,
-                       False, offs_d, mask, D)
 
 
 # ----------------------------------------------------------------------- launchers
@@ -558,7 +552,7 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     Returns:
         (S (NUM_TAPS, D) float32 weight sums, g_C (batch, L) float32 or None).
     """
-    check_launchable('state_fusion_triton', _fusion_bwd_kernel, g, x, weights)
+    check_launchable('state_fusion_triton', _fusion_bwd_weights_kernel, g, x, weights)
     check_image_offsets('state_fusion_triton', g, x, g_x, C)
     batch, length, channels = x.shape
     block_w = block('fusion_bwd_block_p', width)
@@ -582,17 +576,23 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            HAS_C=has_c, BLOCK_P=block_e, BLOCK_D=block_d,
            num_warps=config['fusion_border_warps'],
            reads=(g[:, :ring], C[:, :ring] if has_c else None), writes=(edge,))
+    block_p = block('fusion_block_p', length)
+    folded = per_block(weights, block_d)
+    launch(_fusion_bwd_input_kernel, (triton.cdiv(length, block_p), n_dblocks, batch),
+           g, c_arg, folded, edge, g_x, channels, height, width, length, n_edge,
+           *strides(g), *c_strides, *strides(g_x), HAS_C=has_c, BLOCK_P=block_p,
+           BLOCK_D=block_d, num_warps=config['fusion_bwd_input_warps'],
+           reads=(g, C, edge), writes=(g_x,))
     s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
     gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
-    launch(_fusion_bwd_kernel, (n_tiles, n_dblocks, batch),
-           x, per_block(weights, block_d), g, c_arg, edge, g_x, s_part,
-           gc_part if has_c else s_part,
-           channels, height, width, length, n_edge, rows, n_strips, n_tiles, n_dblocks,
-           *strides(x), *strides(g), *c_strides, *strides(g_x),
+    launch(_fusion_bwd_weights_kernel, (n_tiles, n_dblocks, batch),
+           x, folded, g, c_arg, s_part, gc_part if has_c else s_part,
+           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
+           *strides(x), *strides(g), *c_strides,
            HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
            BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
            **BACKWARD_REGISTER_CAP,
-           reads=(x, g, C, edge), writes=(g_x, s_part, gc_part))
+           reads=(x, g, C), writes=(s_part, gc_part))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

@@ -28,7 +28,8 @@ SCRIPT = Path(REPO_ROOT) / 'tools' / 'analysis' / 'kernel_report.py'
 FULL = os.environ.get('MMSPATIAL_KERNEL_REPORT_FULL') == '1'
 REQUIRED = os.environ.get('MMSPATIAL_REQUIRE_TRITON_TESTS') == '1'
 KERNELS = ('_scan_chunk_kernel', '_scan_carry_kernel', '_fusion_fwd_kernel',
-           '_fusion_bwd_border_kernel', '_fusion_bwd_kernel', '_scan_bwd_chunk_kernel')
+           '_fusion_bwd_border_kernel', '_fusion_bwd_input_kernel',
+           '_fusion_bwd_weights_kernel', '_scan_bwd_chunk_kernel')
 TRITONS = ('pinned', '3.6')
 TARGETS = ('sm_90a', 'gfx942')
 BUDGETS = ('spills', 'occupancy')
