@@ -1,14 +1,15 @@
 """The Triton state-fusion backward: exact on every pixel whichever program holds it.
 
-Two launches compute the input gradient: the border kernel sums, per side of
-the image, the preimage pixels that replicate padding sends to the outer rows
-and columns (and the corner blocks), then the stencil walks its rows and adds
-them there. These tests split images into programs of every shape (one-pixel
-strips, one-row bands, strips and bands that end inside the five-pixel border;
-sides cut into one-position segments, segments that hold one corner, or both)
-and compare with the float64 reference, for the state fusion alone and inside
-the fused SSM step (where g_h = g_y C and the kernel also returns the partials
-of g_C).
+Three launches compute it: the border kernel sums, per side of the image,
+the preimage pixels that replicate padding sends to the outer rows and
+columns (and the corner blocks); the input gradient's tiles gather the
+zero-padded transpose and add those terms; the weights' kernel walks rows for
+the tap sums (and g_C). These tests split images into programs of every shape
+(one-pixel strips and tiles, one-row bands, strips and bands that end inside
+the five-pixel border, tiles across rows; sides cut into one-position
+segments, segments that hold one corner, or both) and compare with the
+float64 reference, for the state fusion alone and inside the fused SSM step
+(where g_h = g_y C and the kernels also return the partials of g_C).
 """
 import os
 
@@ -66,7 +67,7 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
     g = torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
-                         fusion_bwd_rows=rows, fusion_block_d=2,
+                         fusion_bwd_rows=rows, fusion_block_d=2, fusion_block_p=block_w,
                          fusion_border_block_p=border_block):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
@@ -96,7 +97,7 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, b
     ref = run(structure_aware_ssm_ref, torch.float64, 'cpu')
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
                          fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
-                         fusion_border_block_p=border_block,
+                         fusion_block_p=block_w, fusion_border_block_p=border_block,
                          scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):
