@@ -529,16 +529,6 @@ def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     return out
 
 
-BACKWARD_REGISTER_CAP = (
-    dict(maxnreg=192) if tuple(int(v) for v in triton.__version__.split('.')[:2]) >= (3, 7)
-    else {})
-"""``maxnreg`` for the backward stencil on NVIDIA: the ptxas that Triton 3.7
-and later bundle give it 168 registers and spill unless capped higher (192 then
-fits two blocks of 4 warps per SM without spilling); Triton 3.6's ptxas spills
-under any cap, and uses 194 registers without one. Launched on ROCm, ``launch``
-drops the option."""
-
-
 def fusion_backward(g, x, weights, height, width, g_x, C=None):
     """Transpose of :func:`fusion_forward` (without the skip term).
 
@@ -564,7 +554,7 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     dev = x.device
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
-    # the border's terms per side first, for the stencil to add on the outer ring
+    # the border's terms per side first, for the input gradient's tiles to add
     n_edge = max(height, width)
     edge = new_output((batch, 4, n_edge, channels), torch.float32, dev)
     block_e = block('fusion_border_block_p', n_edge)
@@ -591,7 +581,6 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            *strides(x), *strides(g), *c_strides,
            HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
            BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
-           **BACKWARD_REGISTER_CAP,
            reads=(x, g, C), writes=(s_part, gc_part))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
