@@ -53,8 +53,8 @@ TRIP_COUNTS = {
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
     '_fusion_bwd_input_kernel': lambda a: [3],                # the dilations
     '_fusion_bwd_weights_kernel': lambda a: [a['ROWS']],
-    # the corner loop: 4 corners over the 2 (row + column segments) programs of
-    # an image and channel block
+    # the corner loop: 4 corners among the 2 x (row + column segments) programs
+    # of an image and channel block
     '_fusion_bwd_border_kernel': lambda a: [4 / (2 * (a['n_row_segs'] + a['n_col_segs']))],
 }
 

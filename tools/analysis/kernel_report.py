@@ -101,7 +101,7 @@ def model(record):
 
 
 # the fusion backward's launches: what replicate padding adds at the border,
-# and the main stencil
+# and the two stencil launches (input gradient, weights' sums)
 BORDER_KERNEL = '_fusion_bwd_border_kernel'
 STENCIL_KERNELS = ('_fusion_bwd_input_kernel', '_fusion_bwd_weights_kernel')
 
@@ -113,7 +113,7 @@ def task_of(regime_name):
 
 def border_shares(records):
     """[{task, triton, border_us, rest_us, stages}]: the backward's border launches
-    and its main stencil, ``est_us`` summed over the stages of each task
+    and its stencil launches, ``est_us`` summed over the stages of each task
     profiled, on sm_90a."""
     shares = {}
     for r in records:
