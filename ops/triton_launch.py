@@ -157,8 +157,6 @@ def launch(kernel, grid, *args, reads=(), writes=(), **meta):
         callback(kernel, grid, args, meta, reads, writes)
     if _dry_run:
         return
-    if torch.version.hip is not None:
-        meta.pop('maxnreg', None)       # an NVIDIA option; Triton's AMD backend refuses it
     device = next(t.device for t in args if torch.is_tensor(t))
     guard = torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
     with guard:

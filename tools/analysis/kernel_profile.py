@@ -121,8 +121,6 @@ def specialise(kernel, args, meta, target):
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
     backend = make_backend(target)
-    if target.backend != 'cuda':
-        meta = {k: v for k, v in meta.items() if k != 'maxnreg'}    # as ``launch`` does
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     kwargs = dict(meta)
     kwargs['debug'] = kwargs.get('debug', kernel.debug) or knobs.runtime.debug
