@@ -64,8 +64,10 @@ from .reference import DILATIONS
 
 NUM_TAPS = tl.constexpr(1 + 8 * len(DILATIONS))
 """Distinct offsets of the stencil: the shared centre and 8 others per dilation."""
-N_BORDER_WEIGHTS = tl.constexpr(4 * 11 + 4 * 3)
-"""Rows of :func:`border_weights`: 11 per side, 3 per corner."""
+SIDE_WEIGHTS = tl.constexpr(5 + 2 * len(DILATIONS))
+"""Rows of :func:`border_weights` per side: the centre column's 5, then e = -d, +d."""
+N_BORDER_WEIGHTS = tl.constexpr(4 * SIDE_WEIGHTS + 4 * len(DILATIONS))
+"""Rows of :func:`border_weights`: 4 sides, then one row per dilation for each corner."""
 if DILATIONS != tuple(2 * i + 1 for i in range(3)):
     raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
                       f'DI < 3; DILATIONS is {DILATIONS}')
@@ -346,16 +348,16 @@ def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_
     c_base = c_ptr + b * sc_b
     w_block = w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    acc = _border_side_term(acc, g_base, c_base, w_block + side * (11 * BLOCK_D), origin,
-                            inward, along, t, mask_t, n_along, n_in, sg_l, sg_d, sc_l,
-                            offs_d, mask_d, HAS_C, BLOCK_D)
+    w_side = w_block + side * (SIDE_WEIGHTS * BLOCK_D)
+    acc = _border_side_term(acc, g_base, c_base, w_side, origin, inward, along, t, mask_t,
+                            n_along, n_in, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_D)
     # a row side's corners: in its first segment (t = 0) and its last (t = W - 1)
-    first = (seg == 0) & (pid < 2 * n_row_segs)
-    n_corners = tl.where(is_col, 0, first.to(tl.int32) + (seg == n_segs - 1).to(tl.int32))
+    n_corners = tl.where(is_col, 0, (seg == 0).to(tl.int32) + (seg == n_segs - 1).to(tl.int32))
     for k in range(0, n_corners):
         right = (k > 0) | (seg > 0)
         corner_t = tl.where(right, W - 1, 0)
-        w_corner = w_block + (44 + 3 * (2 * side + right.to(tl.int32))) * BLOCK_D
+        corner = 2 * side + right.to(tl.int32)
+        w_corner = w_block + (4 * SIDE_WEIGHTS + 3 * corner) * BLOCK_D
         block = _corner_block(g_base, c_base, w_corner, origin, inward, corner_t,
                               tl.where(right, -1, 1), n_along, n_in, sg_l, sg_d, sc_l,
                               offs_d, mask_d, HAS_C, BLOCK_D)
