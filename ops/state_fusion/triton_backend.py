@@ -31,21 +31,23 @@ is the zero-padded transpose ``sum_k w_k g_h(s - off_k)`` plus, on the outer
 rows and columns only, edge x shift, shift x edge and (corners) edge x edge
 terms.
 
-1. ``_fusion_bwd_border_kernel``: those terms per side of the image (top,
-   bottom, left, right) and position along it, into a (batch, 4, max(H, W), D)
-   buffer: 23 gathers of g_h per position (the centre column's rows serve the
-   three dilations), a 5 x 5 block at each corner. It reads the five-pixel
-   ring only.
-2. ``_fusion_bwd_input_kernel``: g_x per (BLOCK_P pixels, BLOCK_D channels)
-   tile, the forward's tiling: the 25 zero-padded gathers of g_h, then the
-   border's terms on the outer rows and columns.
-3. ``_fusion_bwd_weights_kernel``: a program owns BLOCK_W columns x
+1. ``_fusion_bwd_weights_kernel``: a program owns BLOCK_W columns x
    ``fusion_bwd_rows`` rows x BLOCK_D channels and walks them one row segment
    at a time through the 25 gathers of x. Each thread keeps its own partial of
    every S_k (25 accumulators of its few elements), so the loop has no
    reduction across threads; the 25 sums are reduced across the program once,
    at its end, and over programs by PyTorch. With the C of the fused op it
-   also recomputes h for g_C.
+   also recomputes h for g_C. It writes g_h, float32, into a zero-padded
+   buffer per channel block (:func:`padded_gh`), the pad included, for the
+   next two launches.
+2. ``_fusion_bwd_border_kernel``: the edge terms per side of the image (top,
+   bottom, left, right) and position along it, into a (batch, 4, max(H, W), D)
+   buffer: 23 gathers of g_h per position (the centre column's rows serve the
+   three dilations), a 5 x 5 block at each corner. It reads the image's
+   five-pixel ring only.
+3. ``_fusion_bwd_input_kernel``: g_x per (BLOCK_P pixels, BLOCK_D channels)
+   tile, the forward's tiling: the 25 zero-padded gathers of g_h, unmasked
+   (the pad is zero), then the border's terms on the outer rows and columns.
 
 Apart, the input gradient and the weights' sums each get a tile and
 registers of their own (what that saves: benchmarks/RESULTS.md). No atomics:
@@ -68,6 +70,8 @@ SIDE_WEIGHTS = tl.constexpr(5 + 2 * len(DILATIONS))
 """Rows of :func:`border_weights` per side: the centre column's 5, then e = -d, +d."""
 N_BORDER_WEIGHTS = tl.constexpr(4 * SIDE_WEIGHTS + 4 * len(DILATIONS))
 """Rows of :func:`border_weights`: 4 sides, then one row per dilation for each corner."""
+PAD = tl.constexpr(max(DILATIONS))
+"""Pad of the backward's g_h buffer, the stencil's reach."""
 if DILATIONS != tuple(2 * i + 1 for i in range(3)):
     raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
                       f'DI < 3; DILATIONS is {DILATIONS}')
@@ -123,6 +127,24 @@ def kernel_grads(S, kernels, alpha):
 
 # ------------------------------------------------------------------------- kernels
 
+@triton.constexpr_function
+def _tap_dy(K):
+    """Row direction (-1, 0, 1) of non-centre tap K (3x3 position K + K // 4)."""
+    return (K + K // 4) // 3 - 1
+
+
+@triton.constexpr_function
+def _tap_dx(K):
+    """Column direction (-1, 0, 1) of non-centre tap K (3x3 position K + K // 4)."""
+    return (K + K // 4) % 3 - 1
+
+
+@triton.jit
+def _padded_pixels(H, W):
+    """Pixels of the padded g_h per image and channel block (:func:`padded_gh`)."""
+    return (H + 2 * PAD + 1) * (W + PAD)
+
+
 @triton.jit
 def _clamp(v, hi):
     return tl.minimum(tl.maximum(v, 0), hi)
@@ -176,11 +198,9 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
                    mask, 0, 0, 0, BLOCK_D)
     for DI in tl.static_range(3):
         for K in tl.static_range(8):
-            # non-centre tap K of dilation 2 DI + 1: 3x3 position K + K // 4
             acc = _fwd_tap(acc, x_base, sx_l, sx_d, w_ptr, row, col, H, W, D, offs_d,
-                           mask_d, mask, 1 + 8 * DI + K,
-                           ((K + K // 4) // 3 - 1) * (2 * DI + 1),
-                           ((K + K // 4) % 3 - 1) * (2 * DI + 1), BLOCK_D)
+                           mask_d, mask, 1 + 8 * DI + K, _tap_dy(K) * (2 * DI + 1),
+                           _tap_dx(K) * (2 * DI + 1), BLOCK_D)
     if READOUT:
         c = tl.load(c_ptr + b * sc_b + offs_p * sc_l, mask=mask_p,
                     other=0.0).to(tl.float32)
@@ -192,14 +212,11 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
 
 
 @triton.jit
-def _gather_gh(g_base, c_base, pix, pmask, sg_l, sg_d, sc_l, offs_d, mask_d,
-               HAS_C: tl.constexpr):
-    """(pixels, BLOCK_D) tile of g_h at pixels ``pix``: g, times C when HAS_C."""
-    v = _gather(g_base, pix, sg_l, offs_d, sg_d, pmask[:, None] & mask_d[None, :])
-    if HAS_C:
-        v *= tl.load(c_base + pix * sc_l, mask=pmask,
-                     other=0.0).to(tl.float32)[:, None]
-    return v
+def _padded_tile(gh_block, pix, pmask, BLOCK_D: tl.constexpr):
+    """(pixels, BLOCK_D) tile of the padded g_h at padded pixel indices ``pix``,
+    zero where ``pmask`` is false (not read)."""
+    return tl.load(gh_block + (pix * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :],
+                   mask=pmask[:, None], other=0.0)
 
 
 @triton.jit
@@ -263,18 +280,16 @@ def _store_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, D, offs_d, mask_d,
 
 
 @triton.jit
-def _border_side_term(acc, g_base, c_base, w_side, origin, inward, along, t, mask_t, n_along,
-                      n_in, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+def _border_side_term(acc, gh_block, w_side, origin, inward, along, t, mask_t, n_along, n_in,
                       BLOCK_D: tl.constexpr):
     """Edge terms of one side at its positions t: for the side's 9 taps (offset
     -d inwards, e along, d in DILATIONS), ``w sum_{m < min(d, n_in)} g_h(origin
     + m inward + (t - e) along)``, zero where t - e leaves the side. The centre
     column (e = 0) of the three dilations shares its rows: weight rows 0-4 of
-    the side are its weights summed over d > m."""
+    the side are its weights summed over d > m. Reads the image's pixels only."""
     for M in tl.static_range(5):
-        pmask = mask_t & (M < n_in)
-        acc += (_gather_gh(g_base, c_base, origin + M * inward + t * along, pmask, sg_l,
-                           sg_d, sc_l, offs_d, mask_d, HAS_C)
+        acc += (_padded_tile(gh_block, origin + M * inward + t * along, mask_t & (M < n_in),
+                             BLOCK_D)
                 * tl.load(w_side + M * BLOCK_D)[None, :])
     for DI in tl.static_range(3):
         for SIGN in tl.static_range(2):
@@ -282,27 +297,25 @@ def _border_side_term(acc, g_base, c_base, w_side, origin, inward, along, t, mas
             valid = mask_t & (src >= 0) & (src < n_along)
             part = tl.zeros(acc.shape, dtype=tl.float32)
             for M in tl.static_range(2 * DI + 1):
-                part += _gather_gh(g_base, c_base, origin + M * inward + src * along,
-                                   valid & (M < n_in), sg_l, sg_d, sc_l, offs_d, mask_d,
-                                   HAS_C)
+                part += _padded_tile(gh_block, origin + M * inward + src * along,
+                                     valid & (M < n_in), BLOCK_D)
             acc += part * tl.load(w_side + (5 + 2 * DI + SIGN) * BLOCK_D)[None, :]
     return acc
 
 
 @triton.jit
-def _corner_block(g_base, c_base, w_corner, origin, inward, corner_t, step, n_along, n_in,
-                  sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C: tl.constexpr,
+def _corner_block(gh_block, w_corner, origin, inward, step, n_along, n_in,
                   BLOCK_D: tl.constexpr):
     """(BLOCK_D,) corner term: for the corner's diagonal taps (d, d), ``w_d
     sum g_h`` over the d x d block of the corner (clipped to the image); the
-    blocks nest, so pixel (m, q) of the 5 x 5 block weighs w summed over
-    d > max(m, q). ``step``: +1 from the left corner, -1 from the right."""
+    blocks nest, so pixel (m, q) of the 5 x 5 block weighs w summed over d >
+    max(m, q). ``origin``: the corner pixel; ``step``: +1 from a left corner,
+    -1 from a right one."""
     pos = tl.arange(0, 32)
     m = pos // 5
     q = pos % 5
     valid = (pos < 25) & (m < n_in) & (q < n_along)
-    pix = origin + m * inward + corner_t + q * step
-    gh = _gather_gh(g_base, c_base, pix, valid, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C)
+    gh = _padded_tile(gh_block, origin + m * inward + q * step, valid, BLOCK_D)
     reach = tl.maximum(m, q)[:, None]
     weight = (tl.load(w_corner + 2 * BLOCK_D)[None, :]
               + tl.where(reach < 3, tl.load(w_corner + BLOCK_D)[None, :], 0.0)
@@ -311,12 +324,11 @@ def _corner_block(g_base, c_base, w_corner, origin, inward, corner_t, step, n_al
 
 
 @triton.jit
-def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_segs,
-                              n_col_segs, sg_b, sg_l, sg_d, sc_b, sc_l,
-                              HAS_C: tl.constexpr, BLOCK_P: tl.constexpr,
-                              BLOCK_D: tl.constexpr):
+def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_segs,
+                              n_col_segs, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
     """What replicate padding adds to the zero-padded transpose, per side of
-    the image, into ``edge_ptr`` (batch, 4, n_edge, D) float32.
+    the image, into ``edge_ptr`` (batch, 4, n_edge, D) float32, from the padded
+    g_h of ``_fusion_bwd_weights_kernel``.
 
     Programs: segments of BLOCK_P positions of the top and bottom rows
     (``n_row_segs`` each), then of the left and right columns (``n_col_segs``
@@ -336,21 +348,22 @@ def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_
     side = 2 * is_col.to(tl.int32) + far.to(tl.int32)
     n_along = tl.where(is_col, H, W)
     n_in = tl.where(is_col, W, H)
-    along = tl.where(is_col, W, 1)
-    inward = tl.where(is_col, 1, W)
+    # padded pixel steps along the side and inwards, and the side's first pixel
+    Wp = W + PAD
+    along = tl.where(is_col, Wp, 1)
+    inward = tl.where(is_col, 1, Wp)
     inward = tl.where(far, -inward, inward)
-    origin = tl.where(far, (n_in - 1) * tl.where(is_col, 1, W), 0)
+    origin = PAD * Wp + PAD + tl.where(far, tl.where(is_col, W - 1, (H - 1) * Wp), 0)
     t = seg * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_t = t < n_along
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    g_base = g_ptr + b * sg_b
-    c_base = c_ptr + b * sc_b
+    gh_block = gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
     w_block = w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     w_side = w_block + side * (SIDE_WEIGHTS * BLOCK_D)
-    acc = _border_side_term(acc, g_base, c_base, w_side, origin, inward, along, t, mask_t,
-                            n_along, n_in, sg_l, sg_d, sc_l, offs_d, mask_d, HAS_C, BLOCK_D)
+    acc = _border_side_term(acc, gh_block, w_side, origin, inward, along, t, mask_t, n_along,
+                            n_in, BLOCK_D)
     # a row side's corners: in its first segment (t = 0) and its last (t = W - 1)
     n_corners = tl.where(is_col, 0, (seg == 0).to(tl.int32) + (seg == n_segs - 1).to(tl.int32))
     for k in range(0, n_corners):
@@ -358,57 +371,47 @@ def _fusion_bwd_border_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_
         corner_t = tl.where(right, W - 1, 0)
         corner = 2 * side + right.to(tl.int32)
         w_corner = w_block + (4 * SIDE_WEIGHTS + 3 * corner) * BLOCK_D
-        block = _corner_block(g_base, c_base, w_corner, origin, inward, corner_t,
-                              tl.where(right, -1, 1), n_along, n_in, sg_l, sg_d, sc_l,
-                              offs_d, mask_d, HAS_C, BLOCK_D)
+        block = _corner_block(gh_block, w_corner, origin + corner_t, inward,
+                              tl.where(right, -1, 1), n_along, n_in, BLOCK_D)
         acc += tl.where(t[:, None] == corner_t, block[None, :], 0.0)
     out = edge_ptr + ((b * 4 + side) * n_edge + t.to(tl.int64))[:, None] * D + offs_d[None, :]
     tl.store(out, acc, mask=mask_t[:, None] & mask_d[None, :])
 
 
 @triton.jit
-def _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p, mask_d, tap,
-               dy, dx, HAS_C: tl.constexpr, BLOCK_D: tl.constexpr):
-    """acc += w g_h(p - off), zero outside the image, for the tap ``tap`` of
-    offset (dy, dx). ``g_tile``, ``c_tile``: the tile's own pointers into g and
-    C, moved by the offset."""
-    # 0 <= row - dy < H and 0 <= col - dx < W, each as one unsigned comparison
-    valid = (mask_p & ((row - dy).to(tl.uint32, bitcast=True) < H)
-             & ((col - dx).to(tl.uint32, bitcast=True) < W))
-    shift = dy * W + dx
-    gh = tl.load(g_tile - shift * sg_l, mask=valid[:, None] & mask_d[None, :],
-                 other=0.0).to(tl.float32)
-    if HAS_C:
-        gh *= tl.load(c_tile - shift * sc_l, mask=valid, other=0.0).to(tl.float32)[:, None]
+def _input_tap(acc, gh_tile, w_ptr, Wp, tap, dy, dx, BLOCK_D: tl.constexpr):
+    """acc += w g_h(p - off) for the tap ``tap`` of offset (dy, dx); ``gh_tile``
+    points at the tile's own pixels of the padded g_h, which is zero outside
+    the image."""
+    gh = tl.load(gh_tile - (dy * Wp + dx) * BLOCK_D)
     return acc + gh * tl.load(w_ptr + tap * BLOCK_D)[None, :]
 
 
 @triton.jit
-def _fusion_bwd_input_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
-                             sg_b, sg_l, sg_d, sc_b, sc_l, sgx_b, sgx_l, sgx_d,
-                             HAS_C: tl.constexpr, BLOCK_P: tl.constexpr,
+def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
+                             sgx_b, sgx_l, sgx_d, BLOCK_P: tl.constexpr,
                              BLOCK_D: tl.constexpr):
     """g_x of a (BLOCK_P pixels, BLOCK_D channels, batch) tile: the zero-padded
-    transpose ``sum_k w_k g_h(p - off_k)`` plus, on the image's outer rows and
+    transpose ``sum_k w_k g_h(p - off_k)``, read without masks from the padded
+    g_h of ``_fusion_bwd_weights_kernel``, plus, on the image's outer rows and
     columns, the border's terms that ``_fusion_bwd_border_kernel`` left in
     ``edge_ptr``."""
     pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
         D, W, L, BLOCK_P, BLOCK_D)
-    g_tile = g_ptr + b * sg_b + (offs_p * sg_l)[:, None] + (offs_d * sg_d)[None, :]
-    c_tile = c_ptr + b * sc_b + offs_p * sc_l
+    Wp = W + PAD
+    own = tl.where(mask_p, (row + PAD) * Wp + PAD + col, 0)    # lanes past L: the pad
+    gh_tile = (gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
+               + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :])
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    acc = _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p, mask_d,
-                     0, 0, 0, HAS_C, BLOCK_D)
+    acc = _input_tap(acc, gh_tile, w_ptr, Wp, 0, 0, 0, BLOCK_D)
     # a loop over the dilations (not unrolled: the compiler would then hold all
     # the taps' loads in flight at once, in registers)
     for DI in range(3):
         d = 2 * DI + 1
         for K in tl.static_range(8):
-            # non-centre tap K of dilation 2 DI + 1: 3x3 position K + K // 4
-            acc = _input_tap(acc, g_tile, c_tile, w_ptr, row, col, H, W, sg_l, sc_l, mask_p,
-                             mask_d, 1 + 8 * DI + K, ((K + K // 4) // 3 - 1) * d,
-                             ((K + K // 4) % 3 - 1) * d, HAS_C, BLOCK_D)
+            acc = _input_tap(acc, gh_tile, w_ptr, Wp, 1 + 8 * DI + K, _tap_dy(K) * d,
+                             _tap_dx(K) * d, BLOCK_D)
     # the four sides' terms, (n_edge, D) each: rows by column, columns by row
     edge = edge_ptr + b * 4 * n_edge * D + offs_d[None, :]
     acc += tl.load(edge + (col * D)[:, None], mask=mask & (row == 0)[:, None], other=0.0)
@@ -423,12 +426,13 @@ def _fusion_bwd_input_kernel(g_ptr, c_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, 
 
 
 @triton.jit
-def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_ptr,
+def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_ptr, gh_ptr,
                                D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
                                sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l,
                                HAS_C: tl.constexpr, EVEN: tl.constexpr,
                                BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Per-program weight sums S (and g_C partials when HAS_C).
+    """Per-program weight sums S (and g_C partials when HAS_C), and g_h into
+    the padded buffer of the input gradient (:func:`padded_gh`), its pad zeroed.
 
     Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row.
     g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
@@ -450,6 +454,21 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
     zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
+    # padded g_h: this image's channel block, rows of W + PAD pixels (PAD zeros, W values)
+    Wp = W + PAD
+    gh_block = gh_ptr + (b * n_dblocks + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
+    gh_cols = ((cols + PAD) * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    pad_cols = tl.arange(0, 8)
+    pad_mask = (pad_cols < PAD)[:, None] & (strip == 0)
+    pad_tile = (pad_cols * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    pad_zero = tl.zeros([8, BLOCK_D], dtype=tl.float32)
+    # the pad rows above (from the first band of rows) and below (the last)
+    for M in tl.static_range(2 * PAD + 1):
+        pad_row = tl.where(M < PAD, M, H + M) * Wp
+        pad_here = tl.where(M < PAD, row0 == 0, row_end == H)
+        tl.store(gh_block + pad_row * BLOCK_D + gh_cols, zero,
+                 mask=mask_w[:, None] & pad_here)
+        tl.store(gh_block + pad_row * BLOCK_D + pad_tile, pad_zero, mask=pad_mask & pad_here)
     s0 = zero
     s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
     s9, s10, s11, s12, s13, s14, s15, s16 = zero, zero, zero, zero, zero, zero, zero, zero
@@ -461,6 +480,9 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
         if HAS_C:
             gh_own = g_own * tl.load(c_base + pix * sc_l, mask=mask_w,
                                      other=0.0).to(tl.float32)[:, None]
+        gh_row = gh_block + ((r + PAD) * Wp) * BLOCK_D
+        tl.store(gh_row + gh_cols, gh_own, mask=mask_w[:, None])
+        tl.store(gh_row + pad_tile, pad_zero, mask=pad_mask)      # the row's pad, strip 0
         acc_h = zero
         acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d,
                              offs_d, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
@@ -496,6 +518,18 @@ def per_block(weights, block_d):
     padded = weights.new_zeros(taps, n_blocks * block_d)
     padded[:, :channels] = weights
     return padded.view(taps, n_blocks, block_d).transpose(0, 1).contiguous()
+
+
+def padded_gh(batch, channels, height, width, block_d, device):
+    """(batch, channel blocks, padded pixels, block_d) float32 buffer of g_h for
+    the input gradient: per image and channel block, H + 2 PAD + 1 rows of W + PAD
+    pixels, image row r at row r + PAD after PAD pad pixels. The pad pixels left
+    of a row also serve as the right pad of the row before, so every tap of the
+    zero-padded transpose reads within the buffer and finds zero outside the
+    image. ``_fusion_bwd_weights_kernel`` writes all of it."""
+    pixels = (height + 2 * PAD + 1) * (width + PAD)
+    return new_output((batch, triton.cdiv(channels, block_d), pixels, block_d),
+                      torch.float32, device)
 
 
 def check_image_offsets(op_name, *views):
@@ -556,34 +590,35 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     dev = x.device
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
-    # the border's terms per side first, for the input gradient's tiles to add
+    # the weights' sums, writing the padded g_h the next two launches read
+    folded = per_block(weights, block_d)
+    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
+    gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
+    gh = padded_gh(batch, channels, height, width, block_d, dev)
+    check_image_offsets('state_fusion_triton', gh.flatten(0, 1))
+    launch(_fusion_bwd_weights_kernel, (n_tiles, n_dblocks, batch),
+           x, folded, g, c_arg, s_part, gc_part if has_c else s_part, gh,
+           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
+           *strides(x), *strides(g), *c_strides,
+           HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
+           BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
+           reads=(x, g, C), writes=(s_part, gc_part, gh))
+    # the border's terms per side, for the input gradient's tiles to add
     n_edge = max(height, width)
     edge = new_output((batch, 4, n_edge, channels), torch.float32, dev)
     block_e = block('fusion_border_block_p', n_edge)
     n_row_segs, n_col_segs = triton.cdiv(width, block_e), triton.cdiv(height, block_e)
     ring = length - max(height - 10, 0) * max(width - 10, 0)   # pixels it may read
     launch(_fusion_bwd_border_kernel, (2 * (n_row_segs + n_col_segs), n_dblocks, batch),
-           g, c_arg, per_block(border_weights(weights), block_d), edge,
-           channels, height, width, n_edge, n_row_segs, n_col_segs, *strides(g), *c_strides,
-           HAS_C=has_c, BLOCK_P=block_e, BLOCK_D=block_d,
-           num_warps=config['fusion_border_warps'],
-           reads=(g[:, :ring], C[:, :ring] if has_c else None), writes=(edge,))
+           gh, per_block(border_weights(weights), block_d), edge,
+           channels, height, width, n_edge, n_row_segs, n_col_segs,
+           BLOCK_P=block_e, BLOCK_D=block_d, num_warps=config['fusion_border_warps'],
+           reads=(gh[:, :, :ring],), writes=(edge,))
     block_p = block('fusion_block_p', length)
-    folded = per_block(weights, block_d)
     launch(_fusion_bwd_input_kernel, (triton.cdiv(length, block_p), n_dblocks, batch),
-           g, c_arg, folded, edge, g_x, channels, height, width, length, n_edge,
-           *strides(g), *c_strides, *strides(g_x), HAS_C=has_c, BLOCK_P=block_p,
-           BLOCK_D=block_d, num_warps=config['fusion_bwd_input_warps'],
-           reads=(g, C, edge), writes=(g_x,))
-    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
-    gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
-    launch(_fusion_bwd_weights_kernel, (n_tiles, n_dblocks, batch),
-           x, folded, g, c_arg, s_part, gc_part if has_c else s_part,
-           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
-           *strides(x), *strides(g), *c_strides,
-           HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
-           BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
-           reads=(x, g, C), writes=(s_part, gc_part))
+           gh, folded, edge, g_x, channels, height, width, length, n_edge, *strides(g_x),
+           BLOCK_P=block_p, BLOCK_D=block_d, num_warps=config['fusion_bwd_input_warps'],
+           reads=(gh, edge), writes=(g_x,))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

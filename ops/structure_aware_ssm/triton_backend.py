@@ -19,12 +19,12 @@ memory, no transposing copy:
 
 Backward:
 
-1. fusion transpose: the border's terms (``_fusion_bwd_border_kernel``: reads
-   g_y and C on the five-pixel ring), the input gradient
-   (``_fusion_bwd_input_kernel``: reads g_y, C and the border's terms, writes
-   g_x = fusion^T(g_y C), float32) and the weights' (``_fusion_bwd_weights_kernel``:
-   reads g_y, C and the states, writes per-tile sums for g_kernels / g_alpha
-   and per-channel-block partials of g_C);
+1. fusion transpose: the weights' (``_fusion_bwd_weights_kernel``: reads g_y,
+   C and the states, writes per-tile sums for g_kernels / g_alpha, per-channel-block
+   partials of g_C and g_h = g_y C into a zero-padded float32 buffer), the
+   border's terms (``_fusion_bwd_border_kernel``: reads g_h on the five-pixel
+   ring) and the input gradient (``_fusion_bwd_input_kernel``: reads g_h and the
+   border's terms, writes g_x = fusion^T(g_y C), float32);
 2. adjoint scan summary, carry pass, adjoint scan: reads g_x twice, the states,
    u, delta, g_y; writes g_u (with Dskip g_y), g_delta and the partials of g_B,
    g_A, g_bias, g_Dskip.

@@ -370,7 +370,6 @@ def test_kernels_compile_for_sm90(tmp_path):
     for kernel, flag in [('_scan_chunk_kernel', 'FINAL'), ('_scan_bwd_chunk_kernel', 'FINAL'),
                          ('_scan_bwd_chunk_kernel', 'HAS_SKIP'),
                          ('_scan_carry_kernel', 'REVERSE'), ('_fusion_fwd_kernel', 'READOUT'),
-                         ('_fusion_bwd_input_kernel', 'HAS_C'),
                          ('_fusion_bwd_weights_kernel', 'HAS_C')]:
         assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
     assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
