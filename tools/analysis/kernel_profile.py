@@ -43,6 +43,12 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
+def _mean_band_rows(height, rows):
+    """Rows walked by the fusion backward's weights programs, their mean over
+    the bands of ``rows`` rows (the last band may be shorter)."""
+    return height / _cdiv(height, rows)
+
+
 # Loops of each kernel's source: trip counts from the launch's bound arguments
 # (name -> value), outermost first, by depth (per-program means, fractional
 # where only some programs enter a loop). Kernels not listed have no loop
@@ -52,7 +58,7 @@ TRIP_COUNTS = {
     '_scan_bwd_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
     '_fusion_bwd_input_kernel': lambda a: [3],                # the dilations
-    '_fusion_bwd_weights_kernel': lambda a: [a['ROWS']],
+    '_fusion_bwd_weights_kernel': lambda a: [_mean_band_rows(a['H'], a['ROWS'])],
     # the corner loop: 4 corners among the 2 x (row + column segments) programs
     # of an image and channel block
     '_fusion_bwd_border_kernel': lambda a: [4 / (2 * (a['n_row_segs'] + a['n_col_segs']))],
