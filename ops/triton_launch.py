@@ -55,7 +55,8 @@ _DEFAULT_CONFIG = dict(
     fusion_bwd_rows=16,     # rows per backward program, walked tile by tile
     fusion_bwd_warps=4,
     fusion_bwd_input_warps=2,
-    fusion_border_block_p=16,   # positions along a side per border program
+    fusion_border_block_p=8,    # positions along a side per border program (16: 16 B
+                                # of spills at segmentation's 128x128 tokens)
     fusion_border_warps=1,
     poison_outputs=False,   # fill outputs with NaN before launch (tests: unwritten
                             # elements then show up as NaN instead of stale values)
