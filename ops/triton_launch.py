@@ -36,6 +36,8 @@ import contextlib
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
+from triton.runtime.interpreter import InterpretedFunction
 
 # Launch settings; a sweep or a test changes them with ``override_config``.
 _DEFAULT_CONFIG = dict(
@@ -169,7 +171,6 @@ def launch(kernel, grid, *args, reads=(), writes=(), **meta):
 def is_interpreted(kernel):
     """True when ``kernel`` was built for the Triton interpreter (TRITON_INTERPRET=1
     at the time its module was imported: Triton reads the variable at decoration)."""
-    from triton.runtime.interpreter import InterpretedFunction
     return isinstance(kernel, InterpretedFunction)
 
 
@@ -218,14 +219,37 @@ def first_order_combine(decay_1, value_1, decay_2, value_2):
     return decay_1 * decay_2, decay_2 * value_1 + value_2
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+"""log2(e): ``exp(x)`` is ``tl.exp2(x * LOG2E)``, one ``ex2`` whose results
+below 2**-126 flush to zero (``tl.exp`` adds three instructions to keep them)."""
+
+
+@triton.jit
+def _divide_approx(x, y):
+    """x / y as a reciprocal and a product (``div.approx``), within 2 ulp for
+    |y| in [2**-126, 2**126]: without the range scaling of ``/``."""
+    return libdevice.fast_dividef(x, y)
+
+
+@triton.jit
+def _divide_exact(x, y):
+    return x / y
+
+
+# libdevice's fast division has no interpreter implementation: interpreted
+# kernels divide exactly (the tests' reference within 2 ulp of the compiled one).
+divide = _divide_exact if isinstance(_divide_approx, InterpretedFunction) else _divide_approx
+
+
 @triton.jit
 def softplus(z):
     """PyTorch's softplus (threshold 20) as ``max(z, 0) + log1p(exp(-|z|))``,
     log1p(t) = 2 atanh(t / (2 + t)) by its series to the s**13 term (for t in
     (0, 1], s <= 1/3: relative error below 2e-8; no ``log``, whose float32
-    routine costs about 25 instructions); NaN stays NaN."""
-    t = tl.exp(-tl.abs(z))
-    s = t / (2.0 + t)
+    routine costs about 25 instructions); NaN stays NaN. exp(-|z|) below
+    2**-126 is taken as 0: softplus(z) for z < -87 is 0 instead of exp(z)."""
+    t = tl.exp2(-tl.abs(z) * LOG2E)
+    s = divide(t, 2.0 + t)
     s2 = s * s
     p = s2 * (1.0 / 13.0) + 1.0 / 11.0
     p = p * s2 + 1.0 / 9.0
@@ -240,8 +264,9 @@ def softplus(z):
 @triton.jit
 def sigmoid(z):
     """1 / (1 + exp(-z)) without overflow for large |z|."""
-    e = tl.exp(-tl.abs(z))
-    return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    e = tl.exp2(-tl.abs(z) * LOG2E)
+    r = divide(1.0, 1.0 + e)
+    return tl.where(z >= 0, r, e * r)
 
 
 @triton.jit

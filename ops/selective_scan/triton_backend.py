@@ -50,9 +50,9 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ..triton_launch import (block, check_launchable, first_order_combine, is_interpreted,
-                             launch, new_output, row_of, sequence_view, sigmoid, softplus,
-                             strides)
+from ..triton_launch import (LOG2E, block, check_launchable, first_order_combine,
+                             is_interpreted, launch, new_output, row_of, sequence_view,
+                             sigmoid, softplus, strides)
 from ..triton_launch import _config as config
 
 
@@ -117,6 +117,7 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
     time order, BLOCK_T steps at a time, the state carried in registers."""
     pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
         _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
+    A_log2 = A * LOG2E                  # a = exp(dt A) = exp2(dt A_log2)
     row = start.to(tl.int64)
     # this tile's pointers, moved on by BLOCK_T steps per iteration
     u_ptrs = u_ptr + b * su_b + row * su_l + (idx * su_l)[:, None] + offs_d[None, :] * su_d
@@ -137,7 +138,7 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
         _, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
         u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
         Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
-        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        a = tl.where(mask, tl.exp2(dt * A_log2[None, :]), 1.0)
         a, drive = tl.associative_scan((a, dt * u * Bt[:, None]), 0, first_order_combine)
         states = drive + a * x[None, :]
         x = row_of(states, idx, BLOCK_T - 1)
@@ -204,6 +205,7 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
     rows of (batch*N, L, D))."""
     pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
         _chunk_program(A_ptr, bias_ptr, L, D, N, HAS_BIAS, BLOCK_L, BLOCK_T, BLOCK_D)
+    A_log2 = A * LOG2E                  # a = exp(dt A) = exp2(dt A_log2)
     # the last tile ends at the chunk's last step; the first may reach before
     # the chunk's start (those steps masked)
     first = start + steps - BLOCK_T
@@ -244,7 +246,7 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
         z, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
-        a = tl.where(mask, tl.exp(dt * A[None, :]), 1.0)
+        a = tl.where(mask, tl.exp2(dt * A_log2[None, :]), 1.0)
         # (lam - p mu, p, a) of the steps from each step to the tile's end;
         # masked steps (1 for a, 0 for g) only precede the valid ones
         g, p, f = tl.associative_scan((g, tl.full(g.shape, 1.0, tl.float32), a), 0,
