@@ -420,7 +420,7 @@ def step_sweep(args, out_dir):
                'scan_block_t': (1, 2, 4), 'scan_fwd_warps': (1, 2, 4),
                'scan_bwd_warps': (1, 2, 4),
                'fusion_block_p': (16, 32, 64), 'fusion_block_d': (16, 32, 64),
-               'fusion_fwd_warps': (4, 8), 'fusion_bwd_block_p': (8, 16, 32),
+               'fusion_fwd_warps': (2, 4, 8), 'fusion_bwd_block_p': (8, 16, 32),
                'fusion_bwd_rows': (8, 16, 32), 'fusion_bwd_warps': (2, 4, 8),
                'fusion_bwd_input_warps': (2, 4, 8), 'scan_carry_block_d': (4, 16)}
     if args.smoke:              # the plumbing only: two settings
