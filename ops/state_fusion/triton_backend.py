@@ -399,7 +399,8 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge
     pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
         D, W, L, BLOCK_P, BLOCK_D)
     Wp = W + PAD
-    own = tl.where(mask_p, (row + PAD) * Wp + PAD + col, 0)    # lanes past L: the pad
+    # lanes past L take pixel (0, 0): every tap of every lane reads within the buffer
+    own = tl.where(mask_p, row * Wp + col, 0) + (PAD * Wp + PAD)
     gh_tile = (gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
                + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :])
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
