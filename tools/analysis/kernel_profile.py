@@ -275,9 +275,12 @@ def cpu_seconds():
 
 def profile(regimes, targets, ops=('fused',), log=print):
     """Records of every launch of ``ops`` at ``regimes`` compiled for ``targets``,
-    with the triton this process imports; each distinct specialisation compiles once."""
+    with the triton this process imports; each distinct specialisation compiles
+    once, and its SASS is weighed by the trip counts of each launch (launches of
+    one specialisation may differ in the runtime arguments that set them)."""
     import triton
     compiled = {}
+    weighed = {}
     records = []
     for regime, op in [(r, op) for r in regimes for op in ops]:
         launches = capture(regime, op)
@@ -292,17 +295,19 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     binary = triton.compile(source, target=gpu_target(target_name),
                                             options=options.__dict__)
                     seconds = cpu_seconds() - start
-                    if target_name == 'sm_90a':
-                        stats = sass_stats(binary.asm['cubin'], TRIP_COUNTS.get(
-                            name, lambda a: [])(bound))
-                    else:
-                        stats = amdgcn_stats(binary.asm['amdgcn'])
-                    stats.update(smem_bytes=max(stats['smem_bytes'],
-                                                binary.metadata.shared),
-                                 compile_cpu_s=round(seconds, 2))
-                    compiled[key] = stats
+                    compiled[key] = (binary, round(seconds, 2))
                     log(f'[kernel_profile] {triton.__version__} {target_name} {name} '
                         f'{regime.name}: {seconds:.1f} s')
+                binary, seconds = compiled[key]
+                trips = tuple(TRIP_COUNTS.get(name, lambda a: [])(bound))
+                if (key, trips) not in weighed:
+                    if target_name == 'sm_90a':
+                        stats = sass_stats(binary.asm['cubin'], trips)
+                    else:
+                        stats = amdgcn_stats(binary.asm['amdgcn'])
+                    stats.update(smem_bytes=max(stats['smem_bytes'], binary.metadata.shared),
+                                 compile_cpu_s=seconds)
+                    weighed[key, trips] = stats
                 programs = grid[0] * (grid[1] if len(grid) > 1 else 1) * \
                     (grid[2] if len(grid) > 2 else 1)
                 records.append(dict(
@@ -311,7 +316,7 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     grid=list(grid), programs=programs, elements=elements,
                     bytes=read + written, specialisation=key,
                     constexprs={k: v for k, v in meta.items() if k.isupper()},
-                    **{'pass': pass_}, **compiled[key]))
+                    **{'pass': pass_}, **weighed[key, trips]))
     return records
 
 
