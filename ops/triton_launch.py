@@ -238,7 +238,7 @@ def _divide_exact(x, y):
 
 # libdevice's fast division has no interpreter implementation: interpreted
 # kernels divide exactly (the tests' reference within 2 ulp of the compiled one).
-divide = _divide_exact if isinstance(_divide_approx, InterpretedFunction) else _divide_approx
+divide = _divide_exact if is_interpreted(_divide_approx) else _divide_approx
 
 
 @triton.jit

@@ -146,6 +146,13 @@ def _padded_pixels(H, W):
 
 
 @triton.jit
+def _padded_index(row, col, W):
+    """Index of pixel (row, col) in the padded g_h (:func:`padded_gh`), for rows
+    -PAD..H+PAD and columns -PAD..W-1 (columns W.. alias the next row's -PAD..)."""
+    return (row + PAD) * (W + PAD) + PAD + col
+
+
+@triton.jit
 def _clamp(v, hi):
     return tl.minimum(tl.maximum(v, 0), hi)
 
@@ -353,7 +360,8 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     along = tl.where(is_col, Wp, 1)
     inward = tl.where(is_col, 1, Wp)
     inward = tl.where(far, -inward, inward)
-    origin = PAD * Wp + PAD + tl.where(far, tl.where(is_col, W - 1, (H - 1) * Wp), 0)
+    origin = _padded_index(tl.where(far & ~is_col, H - 1, 0), tl.where(far & is_col, W - 1, 0),
+                           W)
     t = seg * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_t = t < n_along
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -400,7 +408,7 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge
         D, W, L, BLOCK_P, BLOCK_D)
     Wp = W + PAD
     # lanes past L take pixel (0, 0): every tap of every lane reads within the buffer
-    own = tl.where(mask_p, row * Wp + col, 0) + (PAD * Wp + PAD)
+    own = _padded_index(tl.where(mask_p, row, 0), tl.where(mask_p, col, 0), W)
     gh_tile = (gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
                + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :])
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
@@ -455,8 +463,8 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
     zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-    # padded g_h: this image's channel block, rows of W + PAD pixels (PAD zeros, W values)
-    Wp = W + PAD
+    # padded g_h: this image's channel block; offsets from a row's first pad
+    # pixel, of the program's columns and (from the first strip) of the PAD pads
     gh_block = gh_ptr + (b * n_dblocks + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
     gh_cols = ((cols + PAD) * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
     pad_cols = tl.arange(0, 8)
@@ -465,11 +473,11 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
     pad_zero = tl.zeros([8, BLOCK_D], dtype=tl.float32)
     # the pad rows above (from the first band of rows) and below (the last)
     for M in tl.static_range(2 * PAD + 1):
-        pad_row = tl.where(M < PAD, M, H + M) * Wp
+        pad_row = gh_block + _padded_index(tl.where(M < PAD, M - PAD, H + M - PAD), -PAD,
+                                           W) * BLOCK_D
         pad_here = tl.where(M < PAD, row0 == 0, row_end == H)
-        tl.store(gh_block + pad_row * BLOCK_D + gh_cols, zero,
-                 mask=mask_w[:, None] & pad_here)
-        tl.store(gh_block + pad_row * BLOCK_D + pad_tile, pad_zero, mask=pad_mask & pad_here)
+        tl.store(pad_row + gh_cols, zero, mask=mask_w[:, None] & pad_here)
+        tl.store(pad_row + pad_tile, pad_zero, mask=pad_mask & pad_here)
     s0 = zero
     s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
     s9, s10, s11, s12, s13, s14, s15, s16 = zero, zero, zero, zero, zero, zero, zero, zero
@@ -481,7 +489,7 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
         if HAS_C:
             gh_own = g_own * tl.load(c_base + pix * sc_l, mask=mask_w,
                                      other=0.0).to(tl.float32)[:, None]
-        gh_row = gh_block + ((r + PAD) * Wp) * BLOCK_D
+        gh_row = gh_block + _padded_index(r, -PAD, W) * BLOCK_D
         tl.store(gh_row + gh_cols, gh_own, mask=mask_w[:, None])
         tl.store(gh_row + pad_tile, pad_zero, mask=pad_mask)      # the row's pad, strip 0
         acc_h = zero
