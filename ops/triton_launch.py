@@ -53,13 +53,19 @@ _DEFAULT_CONFIG = dict(
     fusion_block_p=32,      # pixels per stencil tile (power of two)
     fusion_block_d=32,      # channels per stencil tile (power of two)
     fusion_fwd_warps=2,
-    fusion_bwd_block_p=8,   # pixels per backward stencil tile: a row segment
-    fusion_bwd_rows=16,     # rows per backward program, walked tile by tile
-    fusion_bwd_warps=4,
+    fusion_bwd_block_p=8,   # columns per program of the weights' sums
+    fusion_bwd_rows=16,     # rows per program of the weights' sums
+    fusion_bwd_step_w=None,  # pixels per step of their walk (power of two; None: 1
+                             # on a GPU, the program's columns in the interpreter)
+    fusion_bwd_block_d=128,  # channels per program of the weights' sums
+    fusion_bwd_warps=1,
     fusion_bwd_input_warps=2,
     fusion_border_block_p=8,    # positions along a side per border program (16: 16 B
                                 # of spills at segmentation's 128x128 tokens)
     fusion_border_warps=1,
+    fusion_row_terms_min_height=20,     # images of at least this many rows: the input
+                                        # gradient's tiles take the first and last
+                                        # rows' border terms (fewer: the border launch)
     poison_outputs=False,   # fill outputs with NaN before launch (tests: unwritten
                             # elements then show up as NaN instead of stale values)
 )

@@ -31,23 +31,29 @@ is the zero-padded transpose ``sum_k w_k g_h(s - off_k)`` plus, on the outer
 rows and columns only, edge x shift, shift x edge and (corners) edge x edge
 terms.
 
-1. ``_fusion_bwd_weights_kernel``: a program owns BLOCK_W columns x
-   ``fusion_bwd_rows`` rows x BLOCK_D channels and walks them one row segment
-   at a time through the 25 gathers of x. Each thread keeps its own partial of
-   every S_k (25 accumulators of its few elements), so the loop has no
-   reduction across threads; the 25 sums are reduced across the program once,
-   at its end, and over programs by PyTorch. With the C of the fused op it
-   also recomputes h for g_C. It writes g_h, float32, into a zero-padded
-   buffer per channel block (:func:`padded_gh`), the pad included, for the
-   next two launches.
-2. ``_fusion_bwd_border_kernel``: the edge terms per side of the image (top,
-   bottom, left, right) and position along it, into a (batch, 4, max(H, W), D)
-   buffer: 23 gathers of g_h per position (the centre column's rows serve the
-   three dilations), a 5 x 5 block at each corner. It reads the image's
-   five-pixel ring only.
+1. ``_fusion_bwd_weights_kernel``: a one-warp program owns BLOCK_W columns x
+   ``fusion_bwd_rows`` rows x ``fusion_bwd_block_d`` channels (128: 4 a
+   thread) and walks them a pixel at a time (``fusion_bwd_step_w``; several
+   under the interpreter) through the 25 gathers of x. A thread holds its
+   channels of every pixel of the step, so each S_k grows by multiply-adds in
+   its own registers: no reduction across threads, in the loop or at its end;
+   PyTorch sums over the programs. With the C of the fused op it also
+   recomputes h for g_C. It writes g_h, float32, into a zero-padded buffer per
+   channel block of the stencils (:func:`padded_gh`), the pad included, for
+   the next two launches.
+2. ``_fusion_bwd_border_kernel``: the edge terms per side of the image (left,
+   right, and top and bottom for images of fewer than
+   ``fusion_row_terms_min_height`` rows) and position along it, into a (batch,
+   4, max(H, W), D) buffer: 23 gathers of g_h per position (the centre
+   column's rows serve the three dilations), a 5 x 5 block at each corner. It
+   reads the five pixels along those sides only.
 3. ``_fusion_bwd_input_kernel``: g_x per (BLOCK_P pixels, BLOCK_D channels)
    tile, the forward's tiling: the 25 zero-padded gathers of g_h, unmasked
    (the pad is zero), then the border's terms on the outer rows and columns.
+   On taller images the tiles on the first and last rows compute those rows'
+   terms themselves, in loops only they enter, from rows of g_h their taps
+   read anyway: a fifth of the border launch's bytes at classification's
+   56x56 tokens, where a row's 23 gathers serve 56 positions.
 
 Apart, the input gradient and the weights' sums each get a tile and
 registers of their own (what that saves: benchmarks/RESULTS.md). No atomics:
@@ -59,8 +65,8 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ..triton_launch import (block, check_launchable, launch, new_output, sequence_view,
-                             strides)
+from ..triton_launch import (block, check_launchable, is_interpreted, launch, new_output,
+                             sequence_view, strides)
 from ..triton_launch import _config as config
 from .reference import DILATIONS
 
@@ -72,6 +78,7 @@ N_BORDER_WEIGHTS = tl.constexpr(4 * SIDE_WEIGHTS + 4 * len(DILATIONS))
 """Rows of :func:`border_weights`: 4 sides, then one row per dilation for each corner."""
 PAD = tl.constexpr(max(DILATIONS))
 """Pad of the backward's g_h buffer, the stencil's reach."""
+PAD_PIXELS = max(DILATIONS)
 if DILATIONS != tuple(2 * i + 1 for i in range(3)):
     raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
                       f'DI < 3; DILATIONS is {DILATIONS}')
@@ -221,26 +228,29 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
 @triton.jit
 def _padded_tile(gh_block, pix, pmask, BLOCK_D: tl.constexpr):
     """(pixels, BLOCK_D) tile of the padded g_h at padded pixel indices ``pix``,
-    zero where ``pmask`` is false (not read)."""
-    return tl.load(gh_block + (pix * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :],
-                   mask=pmask[:, None], other=0.0)
+    zero where ``pmask`` is false (not read); unmasked when ``pmask`` is None."""
+    ptrs = gh_block + (pix * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    if pmask is None:
+        tile = tl.load(ptrs)
+    else:
+        tile = tl.load(ptrs, mask=pmask[:, None], other=0.0)
+    return tile
 
 
 @triton.jit
-def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d, mask,
+def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x, mask,
              HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
              DX: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)), and
+    """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) summed over
+    the pixels (in the thread: it holds every pixel of its channels), and
     h += w x(...) when HAS_C."""
-    # a row term, the same for the whole row, and a column term, the same in
-    # every row
-    x_row = x_base + _clamp(r + DY, H - 1) * (W * sx_l)
-    x_cols = (_clamp(cols + DX, W - 1) * sx_l)[:, None] + (offs_d * sx_d)[None, :]
-    if EVEN:    # no pixel or channel past the image: the clamped source is in it
-        xs = tl.load(x_row + x_cols).to(tl.float32)
+    src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
+    ptrs = x_base + (src * sx_l)[:, None] + offs_x[None, :]
+    if EVEN:    # no channel past D
+        xs = tl.load(ptrs).to(tl.float32)
     else:
-        xs = tl.load(x_row + x_cols, mask=mask, other=0.0).to(tl.float32)
-    s_k += gh_own * xs
+        xs = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    s_k += tl.sum(gh_own * xs, axis=0)
     if HAS_C:
         acc_h += xs * tl.load(w_ptr + TAP * BLOCK_D)[None, :]
     return acc_h, s_k
@@ -248,26 +258,26 @@ def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_
 
 @triton.jit
 def _bwd_dilation(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, w_ptr, r, cols, H,
-                  W, sx_l, sx_d, offs_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                  W, sx_l, offs_x, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
                   DI: tl.constexpr, BLOCK_D: tl.constexpr):
     """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
     T: tl.constexpr = 1 + 8 * DI
     d: tl.constexpr = 2 * DI + 1
-    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T, -d, -d, BLOCK_D)
-    acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 1, -d, 0, BLOCK_D)
-    acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 2, -d, d, BLOCK_D)
-    acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 3, 0, -d, BLOCK_D)
-    acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 4, 0, d, BLOCK_D)
-    acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 5, d, -d, BLOCK_D)
-    acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 6, d, 0, BLOCK_D)
-    acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+    acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
                          mask, HAS_C, EVEN, T + 7, d, d, BLOCK_D)
     return acc_h, s0, s1, s2, s3, s4, s5, s6, s7
 
@@ -275,58 +285,63 @@ def _bwd_dilation(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, w_ptr, 
 @triton.jit
 def _store_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, D, offs_d, mask_d,
                 T: tl.constexpr):
-    """Taps T..T+7 of this program's weight sums, reduced over its pixels once."""
-    tl.store(s_ptr + T * D + offs_d, tl.sum(s0, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 1) * D + offs_d, tl.sum(s1, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 2) * D + offs_d, tl.sum(s2, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 3) * D + offs_d, tl.sum(s3, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 4) * D + offs_d, tl.sum(s4, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 5) * D + offs_d, tl.sum(s5, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 6) * D + offs_d, tl.sum(s6, axis=0), mask=mask_d)
-    tl.store(s_ptr + (T + 7) * D + offs_d, tl.sum(s7, axis=0), mask=mask_d)
+    """Taps T..T+7 of this program's weight sums."""
+    tl.store(s_ptr + T * D + offs_d, s0, mask=mask_d)
+    tl.store(s_ptr + (T + 1) * D + offs_d, s1, mask=mask_d)
+    tl.store(s_ptr + (T + 2) * D + offs_d, s2, mask=mask_d)
+    tl.store(s_ptr + (T + 3) * D + offs_d, s3, mask=mask_d)
+    tl.store(s_ptr + (T + 4) * D + offs_d, s4, mask=mask_d)
+    tl.store(s_ptr + (T + 5) * D + offs_d, s5, mask=mask_d)
+    tl.store(s_ptr + (T + 6) * D + offs_d, s6, mask=mask_d)
+    tl.store(s_ptr + (T + 7) * D + offs_d, s7, mask=mask_d)
 
 
 @triton.jit
-def _border_side_term(acc, gh_block, w_side, origin, inward, along, t, mask_t, n_along, n_in,
-                      BLOCK_D: tl.constexpr):
-    """Edge terms of one side at its positions t: for the side's 9 taps (offset
-    -d inwards, e along, d in DILATIONS), ``w sum_{m < min(d, n_in)} g_h(origin
-    + m inward + (t - e) along)``, zero where t - e leaves the side. The centre
-    column (e = 0) of the three dilations shares its rows: weight rows 0-4 of
-    the side are its weights summed over d > m. Reads the image's pixels only."""
-    for M in tl.static_range(5):
-        acc += (_padded_tile(gh_block, origin + M * inward + t * along, mask_t & (M < n_in),
-                             BLOCK_D)
-                * tl.load(w_side + M * BLOCK_D)[None, :])
+def _weights_tile(w_row, positions):
+    """(positions, BLOCK_D) tile of one row of weights (``w_row``: its BLOCK_D
+    pointers), loaded in the layout of the side's gathers: no shuffle of a
+    (BLOCK_D,) vector through shared memory to broadcast it."""
+    return tl.load(w_row[None, :] + 0 * positions[:, None])
+
+
+@triton.jit
+def _side_row_term(acc, gh_block, w_side, origin, inward, along, t, M,
+                   BLOCK_D: tl.constexpr):
+    """Edge terms of one side at its positions t (each on the side), from its
+    M-th row inwards (M < 5): the side's 9 taps (offset -d inwards, e along,
+    d in DILATIONS) add ``w g_h(origin + M inward + (t - e) along)`` for M < d.
+    The gathers are unmasked: where t - e leaves the side or row M the image,
+    they read the pad of g_h, which is zero. The centre column (e = 0) of the
+    three dilations shares the row: weight row M of the side is its weights
+    summed over d > M."""
+    row = origin + M * inward
+    acc += (_padded_tile(gh_block, row + t * along, None, BLOCK_D)
+            * _weights_tile(w_side + M * BLOCK_D, t))
     for DI in tl.static_range(3):
-        for SIGN in tl.static_range(2):
-            src = t - (2 * SIGN - 1) * (2 * DI + 1)
-            valid = mask_t & (src >= 0) & (src < n_along)
-            part = tl.zeros(acc.shape, dtype=tl.float32)
-            for M in tl.static_range(2 * DI + 1):
-                part += _padded_tile(gh_block, origin + M * inward + src * along,
-                                     valid & (M < n_in), BLOCK_D)
-            acc += part * tl.load(w_side + (5 + 2 * DI + SIGN) * BLOCK_D)[None, :]
+        if M < 2 * DI + 1:
+            for SIGN in tl.static_range(2):
+                src = t - (2 * SIGN - 1) * (2 * DI + 1)
+                acc += (_padded_tile(gh_block, row + src * along, None, BLOCK_D)
+                        * _weights_tile(w_side + (5 + 2 * DI + SIGN) * BLOCK_D, t))
     return acc
 
 
 @triton.jit
-def _corner_block(gh_block, w_corner, origin, inward, step, n_along, n_in,
-                  BLOCK_D: tl.constexpr):
+def _corner_block(gh_block, w_corner, origin, inward, step, BLOCK_D: tl.constexpr):
     """(BLOCK_D,) corner term: for the corner's diagonal taps (d, d), ``w_d
-    sum g_h`` over the d x d block of the corner (clipped to the image); the
-    blocks nest, so pixel (m, q) of the 5 x 5 block weighs w summed over d >
-    max(m, q). ``origin``: the corner pixel; ``step``: +1 from a left corner,
-    -1 from a right one."""
+    sum g_h`` over the d x d block of the corner (clipped to the image: the pad
+    of g_h is zero); the blocks nest, so pixel (m, q) of the 5 x 5 block
+    weighs w summed over d > max(m, q). ``origin``: the corner pixel;
+    ``inward``: the padded step to the next row inwards; ``step``: +1 from a
+    left corner, -1 from a right one."""
     pos = tl.arange(0, 32)
     m = pos // 5
     q = pos % 5
-    valid = (pos < 25) & (m < n_in) & (q < n_along)
-    gh = _padded_tile(gh_block, origin + m * inward + q * step, valid, BLOCK_D)
+    gh = _padded_tile(gh_block, origin + m * inward + q * step, pos < 25, BLOCK_D)
     reach = tl.maximum(m, q)[:, None]
-    weight = (tl.load(w_corner + 2 * BLOCK_D)[None, :]
-              + tl.where(reach < 3, tl.load(w_corner + BLOCK_D)[None, :], 0.0)
-              + tl.where(reach < 1, tl.load(w_corner)[None, :], 0.0))
+    weight = (_weights_tile(w_corner + 2 * BLOCK_D, pos)
+              + tl.where(reach < 3, _weights_tile(w_corner + BLOCK_D, pos), 0.0)
+              + tl.where(reach < 1, _weights_tile(w_corner, pos), 0.0))
     return tl.sum(gh * weight, axis=0)
 
 
@@ -338,11 +353,12 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     g_h of ``_fusion_bwd_weights_kernel``.
 
     Programs: segments of BLOCK_P positions of the top and bottom rows
-    (``n_row_segs`` each), then of the left and right columns (``n_col_segs``
-    each). A side at position t (a column of a row side, a row of a column
-    side) collects its taps' preimage pixels beyond the zero-padded one
-    (:func:`_border_side_term`); a row side also adds, at its two corners, the
-    taps pointing out of both axes (:func:`_corner_block`).
+    (``n_row_segs`` each; none when the input gradient's tiles take the rows'
+    terms), then of the left and right columns (``n_col_segs`` each). A side
+    at position t (a column of a row side, a row of a column side) collects
+    its taps' preimage pixels beyond the zero-padded one (:func:`_side_row_term`,
+    a row inwards at a time); a column also adds, at its two ends, the taps
+    pointing out of both axes (:func:`_corner_block`).
     """
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -354,7 +370,6 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     seg = tl.where(far, index - n_segs, index)
     side = 2 * is_col.to(tl.int32) + far.to(tl.int32)
     n_along = tl.where(is_col, H, W)
-    n_in = tl.where(is_col, W, H)
     # padded pixel steps along the side and inwards, and the side's first pixel
     Wp = W + PAD
     along = tl.where(is_col, Wp, 1)
@@ -368,19 +383,22 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     mask_d = offs_d < D
     gh_block = gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
     w_block = w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
-    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     w_side = w_block + side * (SIDE_WEIGHTS * BLOCK_D)
-    acc = _border_side_term(acc, gh_block, w_side, origin, inward, along, t, mask_t, n_along,
-                            n_in, BLOCK_D)
-    # a row side's corners: in its first segment (t = 0) and its last (t = W - 1)
-    n_corners = tl.where(is_col, 0, (seg == 0).to(tl.int32) + (seg == n_segs - 1).to(tl.int32))
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    t_on_side = tl.minimum(t, n_along - 1)       # lanes past the side take its end
+    for M in tl.static_range(5):
+        acc = _side_row_term(acc, gh_block, w_side, origin, inward, along, t_on_side, M,
+                             BLOCK_D)
+    # a column's corners: in its first segment (t = 0) and its last (t = H - 1)
+    n_corners = tl.where(is_col, (seg == 0).to(tl.int32) + (seg == n_segs - 1).to(tl.int32), 0)
     for k in range(0, n_corners):
-        right = (k > 0) | (seg > 0)
-        corner_t = tl.where(right, W - 1, 0)
-        corner = 2 * side + right.to(tl.int32)
+        bottom = (k > 0) | (seg > 0)
+        corner_t = tl.where(bottom, H - 1, 0)
+        corner = 2 * bottom.to(tl.int32) + far.to(tl.int32)
         w_corner = w_block + (4 * SIDE_WEIGHTS + 3 * corner) * BLOCK_D
-        block = _corner_block(gh_block, w_corner, origin + corner_t, inward,
-                              tl.where(right, -1, 1), n_along, n_in, BLOCK_D)
+        block = _corner_block(gh_block, w_corner,
+                              _padded_index(corner_t, tl.where(far, W - 1, 0), W),
+                              tl.where(bottom, -Wp, Wp), tl.where(far, -1, 1), BLOCK_D)
         acc += tl.where(t[:, None] == corner_t, block[None, :], 0.0)
     out = edge_ptr + ((b * 4 + side) * n_edge + t.to(tl.int64))[:, None] * D + offs_d[None, :]
     tl.store(out, acc, mask=mask_t[:, None] & mask_d[None, :])
@@ -396,21 +414,24 @@ def _input_tap(acc, gh_tile, w_ptr, Wp, tap, dy, dx, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
-                             sgx_b, sgx_l, sgx_d, BLOCK_P: tl.constexpr,
+def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
+                             ROW_TERMS, sgx_b, sgx_l, sgx_d, BLOCK_P: tl.constexpr,
                              BLOCK_D: tl.constexpr):
     """g_x of a (BLOCK_P pixels, BLOCK_D channels, batch) tile: the zero-padded
     transpose ``sum_k w_k g_h(p - off_k)``, read without masks from the padded
-    g_h of ``_fusion_bwd_weights_kernel``, plus, on the image's outer rows and
-    columns, the border's terms that ``_fusion_bwd_border_kernel`` left in
-    ``edge_ptr``."""
+    g_h of ``_fusion_bwd_weights_kernel``, plus what replicate padding adds on
+    the image's outer rows and columns: on its first and last rows, when
+    ROW_TERMS is 1, from the rows of g_h the taps read anyway
+    (:func:`_side_row_term`, side weights ``side_w_ptr`` of
+    :func:`border_weights`), else and on its first and last columns the terms
+    that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``."""
     pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
         D, W, L, BLOCK_P, BLOCK_D)
     Wp = W + PAD
+    gh_block = gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
     # lanes past L take pixel (0, 0): every tap of every lane reads within the buffer
     own = _padded_index(tl.where(mask_p, row, 0), tl.where(mask_p, col, 0), W)
-    gh_tile = (gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
-               + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :])
+    gh_tile = gh_block + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     acc = _input_tap(acc, gh_tile, w_ptr, Wp, 0, 0, 0, BLOCK_D)
@@ -421,11 +442,31 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge
         for K in tl.static_range(8):
             acc = _input_tap(acc, gh_tile, w_ptr, Wp, 1 + 8 * DI + K, _tap_dy(K) * d,
                              _tap_dx(K) * d, BLOCK_D)
-    # the four sides' terms, (n_edge, D) each: rows by column, columns by row
+    # the first and last rows' terms, a row inwards a step (not unrolled: the
+    # loads of all would be in flight at once): one loop, which only the tiles
+    # holding pixels of those rows enter, over the first row's steps, then the
+    # last row's. Unmasked: every lane's column is on the row, and reads past
+    # its ends find the zero pad of g_h; the lanes on other rows drop the terms.
+    w_sides = side_w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
+    first = pid_p * BLOCK_P
+    side_rows = tl.minimum(H, 5) * ROW_TERMS
+    n_first = tl.where(first < W, side_rows, 0)
+    n_last = tl.where(first + BLOCK_P > (H - 1) * W, side_rows, 0)
+    zeros = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+    for i in range(0, n_first + n_last):
+        last = i >= n_first
+        side_row = tl.where(last, H - 1, 0)
+        on_side = (mask_p & (row == side_row)).to(tl.float32)[:, None]
+        acc += on_side * _side_row_term(
+            zeros, gh_block, w_sides + tl.where(last, SIDE_WEIGHTS * BLOCK_D, 0),
+            _padded_index(side_row, 0, W), tl.where(last, -Wp, Wp), 1, col,
+            tl.where(last, i - n_first, i), BLOCK_D)
+    # the border launch's terms, (n_edge, D) per side: rows by column, columns by row
     edge = edge_ptr + b * 4 * n_edge * D + offs_d[None, :]
-    acc += tl.load(edge + (col * D)[:, None], mask=mask & (row == 0)[:, None], other=0.0)
-    acc += tl.load(edge + ((n_edge + col) * D)[:, None], mask=mask & (row == H - 1)[:, None],
-                   other=0.0)
+    edge_rows = mask & (ROW_TERMS == 0)
+    acc += tl.load(edge + (col * D)[:, None], mask=edge_rows & (row == 0)[:, None], other=0.0)
+    acc += tl.load(edge + ((n_edge + col) * D)[:, None],
+                   mask=edge_rows & (row == H - 1)[:, None], other=0.0)
     acc += tl.load(edge + ((2 * n_edge + row) * D)[:, None], mask=mask & (col == 0)[:, None],
                    other=0.0)
     acc += tl.load(edge + ((3 * n_edge + row) * D)[:, None],
@@ -434,84 +475,109 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge
              mask=mask)
 
 
-@triton.jit
+# n_strips not specialised: at one strip (images of at most BLOCK_W columns)
+# ptxas spills 20-24 bytes of the code specialised to it
+@triton.jit(do_not_specialize=['n_strips'])
 def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_ptr, gh_ptr,
-                               D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks,
+                               D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks, w_step,
                                sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l,
                                HAS_C: tl.constexpr, EVEN: tl.constexpr,
-                               BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
+                               BLOCK_W: tl.constexpr, STEP_W: tl.constexpr,
+                               BLOCK_D: tl.constexpr, GH_BLOCK: tl.constexpr):
     """Per-program weight sums S (and g_C partials when HAS_C), and g_h into
-    the padded buffer of the input gradient (:func:`padded_gh`), its pad zeroed.
+    the padded buffer of the input gradient (:func:`padded_gh`, channel blocks
+    of GH_BLOCK), its pad zeroed.
 
-    Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row.
-    g_ptr is g_out, or g_y of the fused op (then g_h = g_y C and g_C = sum_d g_y h).
+    Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row,
+    STEP_W pixels a step; a thread holds a few channels of every pixel of the
+    step, so each S_k grows by multiply-adds in the thread, and the program's
+    sums need no reduction across threads. g_ptr is g_out, or g_y of the fused
+    op (then g_h = g_y C and g_C = sum_d g_y h). ``w_step`` is 0: the weights
+    are re-read at each step from an address the compiler cannot prove the
+    same, which keeps it from hoisting them (NUM_TAPS x 4 registers a thread
+    at BLOCK_D 128, beside as many for the sums) out of the loop and spilling.
     """
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     strip = pid % n_strips
+    col0 = strip * BLOCK_W
+    col_end = tl.minimum(col0 + BLOCK_W, W)
     row0 = (pid // n_strips) * ROWS
     row_end = tl.minimum(row0 + ROWS, H)
-    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
-    mask_w = cols < W
+    # the strip's columns, those past the image taking its last (their pad
+    # pixels are written twice, with the same zero)
+    cols = tl.minimum(col0 + tl.arange(0, BLOCK_W), W - 1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    mask = mask_w[:, None] & mask_d[None, :]
     x_base = x_ptr + b * sx_b
+    offs_x = offs_d * sx_d
+    offs_g = offs_d * sg_d
     g_base = g_ptr + b * sg_b
     c_base = c_ptr + b * sc_b
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
     gc_base = gc_part_ptr + (b * n_dblocks + pid_d) * L
-    zero = tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32)
-    # padded g_h: this image's channel block; offsets from a row's first pad
-    # pixel, of the program's columns and (from the first strip) of the PAD pads
-    gh_block = gh_ptr + (b * n_dblocks + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
-    gh_cols = ((cols + PAD) * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    # padded g_h: this image's channel blocks of GH_BLOCK; offsets of the
+    # program's channels, and from a row's first pad pixel of its columns and
+    # (from the first strip) of the PAD pads
+    gh_image = gh_ptr + b * (tl.cdiv(D, GH_BLOCK) * GH_BLOCK * _padded_pixels(H, W))
+    gh_chan = (offs_d // GH_BLOCK) * (_padded_pixels(H, W) * GH_BLOCK) + offs_d % GH_BLOCK
+    gh_cols = ((cols + PAD) * GH_BLOCK)[:, None] + gh_chan[None, :]
     pad_cols = tl.arange(0, 8)
-    pad_mask = (pad_cols < PAD)[:, None] & (strip == 0)
-    pad_tile = (pad_cols * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    pad_mask = (pad_cols < PAD)[:, None] & (strip == 0) & mask_d[None, :]
+    pad_tile = (pad_cols * GH_BLOCK)[:, None] + gh_chan[None, :]
     pad_zero = tl.zeros([8, BLOCK_D], dtype=tl.float32)
     # the pad rows above (from the first band of rows) and below (the last)
     for M in tl.static_range(2 * PAD + 1):
-        pad_row = gh_block + _padded_index(tl.where(M < PAD, M - PAD, H + M - PAD), -PAD,
-                                           W) * BLOCK_D
+        pad_row = gh_image + _padded_index(tl.where(M < PAD, M - PAD, H + M - PAD), -PAD,
+                                           W) * GH_BLOCK
         pad_here = tl.where(M < PAD, row0 == 0, row_end == H)
-        tl.store(pad_row + gh_cols, zero, mask=mask_w[:, None] & pad_here)
+        tl.store(pad_row + gh_cols, tl.zeros([BLOCK_W, BLOCK_D], dtype=tl.float32),
+                 mask=mask_d[None, :] & pad_here)
         tl.store(pad_row + pad_tile, pad_zero, mask=pad_mask & pad_here)
-    s0 = zero
-    s1, s2, s3, s4, s5, s6, s7, s8 = zero, zero, zero, zero, zero, zero, zero, zero
-    s9, s10, s11, s12, s13, s14, s15, s16 = zero, zero, zero, zero, zero, zero, zero, zero
-    s17, s18, s19, s20, s21, s22, s23, s24 = zero, zero, zero, zero, zero, zero, zero, zero
+    s0 = tl.zeros([BLOCK_D], dtype=tl.float32)
+    s1, s2, s3, s4, s5, s6, s7, s8 = s0, s0, s0, s0, s0, s0, s0, s0
+    s9, s10, s11, s12, s13, s14, s15, s16 = s0, s0, s0, s0, s0, s0, s0, s0
+    s17, s18, s19, s20, s21, s22, s23, s24 = s0, s0, s0, s0, s0, s0, s0, s0
     for r in range(row0, row_end):
-        pix = r * W + cols
-        g_own = _gather(g_base, pix, sg_l, offs_d, sg_d, mask)
-        gh_own = g_own
-        if HAS_C:
-            gh_own = g_own * tl.load(c_base + pix * sc_l, mask=mask_w,
-                                     other=0.0).to(tl.float32)[:, None]
-        gh_row = gh_block + _padded_index(r, -PAD, W) * BLOCK_D
-        tl.store(gh_row + gh_cols, gh_own, mask=mask_w[:, None])
-        tl.store(gh_row + pad_tile, pad_zero, mask=pad_mask)      # the row's pad, strip 0
-        acc_h = zero
-        acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d,
-                             offs_d, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
-        acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
-            acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_ptr, r, cols, H, W,
-            sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 0, BLOCK_D)
-        acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
-            acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_ptr, r, cols, H, W,
-            sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 1, BLOCK_D)
-        acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
-            acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_ptr, r, cols, H,
-            W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 2, BLOCK_D)
-        if HAS_C:
-            # one lane per pixel stores, from the tile's own layout (no shuffle
-            # through shared memory)
-            gc = tl.sum(g_own * acc_h, axis=1, keep_dims=True) + zero
-            tl.store(gc_base + pix[:, None] + 0 * offs_d[None, :], gc,
-                     mask=mask_w[:, None] & (offs_d == pid_d * BLOCK_D)[None, :])
+        gh_row = gh_image + _padded_index(r, 0, W) * GH_BLOCK
+        tl.store(gh_row - PAD * GH_BLOCK + pad_tile, pad_zero, mask=pad_mask)  # strip 0
+        for c in range(col0, col_end, STEP_W):
+            w_here = w_ptr + c * w_step
+            step_cols = c + tl.arange(0, STEP_W)
+            mask_c = step_cols < col_end
+            mask = mask_c[:, None] & mask_d[None, :]
+            if STEP_W > 1:
+                # past the strip a step's pixels take its first: every read is in
+                # the image, and their g is zero
+                step_cols = tl.where(mask_c, step_cols, c)
+            pix = r * W + step_cols
+            g_ptrs = g_base + (pix * sg_l)[:, None] + offs_g[None, :]
+            if EVEN and STEP_W == 1:
+                g_own = tl.load(g_ptrs).to(tl.float32)
+            else:
+                g_own = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
+            gh_own = g_own
+            if HAS_C:
+                gh_own = g_own * tl.load(c_base + pix * sc_l).to(tl.float32)[:, None]
+            tl.store(gh_row + (step_cols * GH_BLOCK)[:, None] + gh_chan[None, :], gh_own,
+                     mask=mask)
+            acc_h = tl.zeros([STEP_W, BLOCK_D], dtype=tl.float32)
+            acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_here, r, step_cols, H, W, sx_l,
+                                 offs_x, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
+            acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
+                acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_here, r, step_cols,
+                H, W, sx_l, offs_x, mask, HAS_C, EVEN, 0, BLOCK_D)
+            acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
+                acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_here, r,
+                step_cols, H, W, sx_l, offs_x, mask, HAS_C, EVEN, 1, BLOCK_D)
+            acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
+                acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_here, r,
+                step_cols, H, W, sx_l, offs_x, mask, HAS_C, EVEN, 2, BLOCK_D)
+            if HAS_C:
+                tl.store(gc_base + pix, tl.sum(g_own * acc_h, axis=1), mask=mask_c)
     s_ptr = s_part_ptr + (b * n_tiles + pid) * (NUM_TAPS * D)
-    tl.store(s_ptr + offs_d, tl.sum(s0, axis=0), mask=mask_d)
+    tl.store(s_ptr + offs_d, s0, mask=mask_d)
     _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
     _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
     _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
@@ -591,43 +657,55 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     check_image_offsets('state_fusion_triton', g, x, g_x, C)
     batch, length, channels = x.shape
     block_w = block('fusion_bwd_block_p', width)
-    block_d = block('fusion_block_d', channels)
+    block_wd = block('fusion_bwd_block_d', channels)        # the weights' channels
+    block_d = block('fusion_block_d', channels)             # g_h's and the stencils'
     rows = max(1, min(config['fusion_bwd_rows'], height))
     n_strips, n_dblocks = triton.cdiv(width, block_w), triton.cdiv(channels, block_d)
+    n_wdblocks = triton.cdiv(channels, block_wd)
     n_tiles = n_strips * triton.cdiv(height, rows)
     has_c = C is not None
     dev = x.device
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
     # the weights' sums, writing the padded g_h the next two launches read
-    folded = per_block(weights, block_d)
     s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
-    gc_part = new_output((batch, n_dblocks, length), torch.float32, dev) if has_c else None
+    gc_part = new_output((batch, n_wdblocks, length), torch.float32, dev) if has_c else None
     gh = padded_gh(batch, channels, height, width, block_d, dev)
-    check_image_offsets('state_fusion_triton', gh.flatten(0, 1))
-    launch(_fusion_bwd_weights_kernel, (n_tiles, n_dblocks, batch),
-           x, folded, g, c_arg, s_part, gc_part if has_c else s_part, gh,
-           channels, height, width, length, rows, n_strips, n_tiles, n_dblocks,
+    check_image_offsets('state_fusion_triton', gh.flatten(1, 3)[:, :, None])
+    step_w = config['fusion_bwd_step_w'] or (
+        block_w if is_interpreted(_fusion_bwd_weights_kernel) else 1)
+    launch(_fusion_bwd_weights_kernel, (n_tiles, n_wdblocks, batch),
+           x, per_block(weights, block_wd), g, c_arg, s_part, gc_part if has_c else s_part,
+           gh, channels, height, width, length, rows, n_strips, n_tiles, n_wdblocks, 0,
            *strides(x), *strides(g), *c_strides,
-           HAS_C=has_c, EVEN=width % block_w == 0 and channels % block_d == 0,
-           BLOCK_W=block_w, BLOCK_D=block_d, num_warps=config['fusion_bwd_warps'],
+           HAS_C=has_c, EVEN=channels % block_wd == 0, BLOCK_W=block_w,
+           STEP_W=min(step_w, block_w), BLOCK_D=block_wd, GH_BLOCK=block_d,
+           num_warps=config['fusion_bwd_warps'],
            reads=(x, g, C), writes=(s_part, gc_part, gh))
-    # the border's terms per side, for the input gradient's tiles to add
+    folded = per_block(weights, block_d)
+    # what replicate padding adds on the outer rows and columns: the border
+    # launch's terms per side, for the input gradient's tiles to add; the
+    # tiles take the rows' terms themselves when the tiles on those rows are
+    # few (``fusion_row_terms_min_height`` rows or more)
+    side_weights = per_block(border_weights(weights), block_d)
+    row_terms = int(height >= config['fusion_row_terms_min_height'])
     n_edge = max(height, width)
     edge = new_output((batch, 4, n_edge, channels), torch.float32, dev)
     block_e = block('fusion_border_block_p', n_edge)
-    n_row_segs, n_col_segs = triton.cdiv(width, block_e), triton.cdiv(height, block_e)
-    ring = length - max(height - 10, 0) * max(width - 10, 0)   # pixels it may read
+    n_row_segs = 0 if row_terms else triton.cdiv(width, block_e)
+    n_col_segs = triton.cdiv(height, block_e)
+    ring = (length - max(height - 2 * PAD_PIXELS, 0) * max(width - 2 * PAD_PIXELS, 0)
+            if not row_terms else height * min(width, 2 * PAD_PIXELS))   # pixels it may read
     launch(_fusion_bwd_border_kernel, (2 * (n_row_segs + n_col_segs), n_dblocks, batch),
-           gh, per_block(border_weights(weights), block_d), edge,
-           channels, height, width, n_edge, n_row_segs, n_col_segs,
+           gh, side_weights, edge, channels, height, width, n_edge, n_row_segs, n_col_segs,
            BLOCK_P=block_e, BLOCK_D=block_d, num_warps=config['fusion_border_warps'],
-           reads=(gh[:, :, :ring],), writes=(edge,))
+           reads=(gh[:, :, :ring],), writes=(edge[:, 2 * row_terms:],))
     block_p = block('fusion_block_p', length)
     launch(_fusion_bwd_input_kernel, (triton.cdiv(length, block_p), n_dblocks, batch),
-           gh, folded, edge, g_x, channels, height, width, length, n_edge, *strides(g_x),
-           BLOCK_P=block_p, BLOCK_D=block_d, num_warps=config['fusion_bwd_input_warps'],
-           reads=(gh, edge), writes=(g_x,))
+           gh, folded, side_weights, edge, g_x, channels, height, width, length, n_edge,
+           row_terms, *strides(g_x), BLOCK_P=block_p, BLOCK_D=block_d,
+           num_warps=config['fusion_bwd_input_warps'], reads=(gh, edge[:, 2 * row_terms:]),
+           writes=(g_x,))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

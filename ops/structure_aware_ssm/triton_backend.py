@@ -23,8 +23,9 @@ Backward:
    C and the states, writes per-tile sums for g_kernels / g_alpha, per-channel-block
    partials of g_C and g_h = g_y C into a zero-padded float32 buffer), the
    border's terms (``_fusion_bwd_border_kernel``: reads g_h on the five-pixel
-   ring) and the input gradient (``_fusion_bwd_input_kernel``: reads g_h and the
-   border's terms, writes g_x = fusion^T(g_y C), float32);
+   ring, of the left and right sides only from 20 rows) and the input gradient
+   (``_fusion_bwd_input_kernel``: reads g_h and the border's terms, computes the
+   top and bottom rows' from 20 rows, writes g_x = fusion^T(g_y C), float32);
 2. adjoint scan summary, carry pass, adjoint scan: reads g_x twice, the states,
    u, delta, g_y; writes g_u (with Dskip g_y), g_delta and the partials of g_B,
    g_A, g_bias, g_Dskip.

@@ -49,17 +49,20 @@ def fusion_grads(fn, x, kernels, alpha, g):
 
 
 # (H, W, pixels per row segment, rows per program, channels, positions per
-# border segment): one-row bands (one-pixel strips and bands together:
-# test_triton_kernels.py's border split test); strips and bands ending inside
-# the border; images smaller than the dilations; whole tiles only (the kernel
-# then gathers x unmasked); border sides in segments of 1, 2, 4 and 16.
-SPLITS = [(11, 9, 2, 3, 2, 4), (12, 12, 4, 5, 3, 1), (4, 3, 2, 2, 3, 2),
-          (1, 6, 2, 1, 3, 4), (6, 1, 1, 4, 3, 2), (9, 8, 4, 4, 4, 16), (13, 7, 4, 4, 2, 8)]
+# border segment, the first and last rows' terms from the input gradient's
+# tiles or from the border launch): one-row bands (one-pixel strips and bands
+# together: test_triton_kernels.py's border split test); strips and bands
+# ending inside the border; images smaller than the dilations; whole tiles only
+# (the kernel then gathers x unmasked); border sides in segments of 1, 2, 4
+# and 16; a one-row image both ways.
+SPLITS = [(11, 9, 2, 3, 2, 4, True), (12, 12, 4, 5, 3, 1, False), (4, 3, 2, 2, 3, 2, True),
+          (1, 6, 2, 1, 3, 4, True), (1, 6, 2, 1, 3, 4, False), (6, 1, 1, 4, 3, 2, True),
+          (9, 8, 4, 4, 4, 16, False), (13, 7, 4, 4, 2, 8, True)]
 
 
-@pytest.mark.parametrize('height,width,block_w,rows,channels,border_block', SPLITS)
+@pytest.mark.parametrize('height,width,block_w,rows,channels,border_block,row_terms', SPLITS)
 def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows, channels,
-                                                    border_block):
+                                                    border_block, row_terms):
     gen = torch.Generator().manual_seed(height * 100 + width)
     x = torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
     kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
@@ -68,16 +71,18 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
                          fusion_bwd_rows=rows, fusion_block_d=2, fusion_block_p=block_w,
-                         fusion_border_block_p=border_block):
+                         fusion_border_block_p=border_block,
+                         fusion_row_terms_min_height=1 if row_terms else height + 1):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
     for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
         assert rel_err(o, r) < 2e-6, name
 
 
-@pytest.mark.parametrize('height,width,block_w,rows,border_block',
-                         [(9, 7, 2, 4, 4), (5, 13, 4, 2, 2)])
-def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block):
+@pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms',
+                         [(9, 7, 2, 4, 4, True), (5, 13, 4, 2, 2, False)])
+def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block,
+                                                 row_terms):
     """The fused op's backward (C-weighted g_h, g_C partials) on split images."""
     gen = torch.Generator().manual_seed(7)
     shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
@@ -98,6 +103,7 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, b
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
                          fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
                          fusion_block_p=block_w, fusion_border_block_p=border_block,
+                         fusion_row_terms_min_height=1 if row_terms else height + 1,
                          scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):

@@ -62,7 +62,7 @@ TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
 # Small blocks: several chunks of the scan, partial tiles, several channel blocks.
 SMALL_BLOCKS = dict(scan_block_l=4, scan_block_d=2, scan_block_c=2, scan_carry_block_d=2,
                     fusion_block_p=16, fusion_bwd_block_p=4, fusion_bwd_rows=2,
-                    fusion_block_d=2)
+                    fusion_block_d=2, fusion_bwd_block_d=2, fusion_row_terms_min_height=1)
 
 
 @pytest.fixture(autouse=True)

@@ -49,20 +49,42 @@ def _mean_band_rows(height, rows):
     return height / _cdiv(height, rows)
 
 
+class Nests(tuple):
+    """Trip counts per loop nest, in the order of the code: one list (outermost
+    first) per nest, for kernels with more than one."""
+
+
+def _tiles_holding(first, last, block, length):
+    """Mean over the tiles of ``block`` positions of a sequence of ``length``:
+    the share of the tiles holding a position in [first, last]."""
+    return (last // block - first // block + 1) / _cdiv(length, block)
+
+
 # Loops of each kernel's source: trip counts from the launch's bound arguments
 # (name -> value), outermost first, by depth (per-program means, fractional
-# where only some programs enter a loop). Kernels not listed have no loop
-# (their ``tl.static_range`` taps are unrolled).
+# where only some programs enter a loop), or per nest (:class:`Nests`).
+# Kernels not listed have no loop (their ``tl.static_range`` taps are unrolled).
 TRIP_COUNTS = {
     '_scan_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_bwd_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
-    '_fusion_bwd_input_kernel': lambda a: [3],                # the dilations
-    '_fusion_bwd_weights_kernel': lambda a: [_mean_band_rows(a['H'], a['ROWS'])],
+    # the dilations; the first and last rows' terms (when ROW_TERMS), a row
+    # inwards a step, in the tiles holding pixels of those rows
+    '_fusion_bwd_input_kernel': lambda a: Nests((
+        (3,), (a['ROW_TERMS'] * min(a['H'], 5) * (
+            _tiles_holding(0, a['W'] - 1, a['BLOCK_P'], a['L'])
+            + _tiles_holding(a['L'] - a['W'], a['L'] - 1, a['BLOCK_P'], a['L'])),))),
+    # the rows of a band, the steps along a row of its strip
+    '_fusion_bwd_weights_kernel': lambda a: [
+        _mean_band_rows(a['H'], a['ROWS']),
+        _mean_band_rows(a['W'], a['BLOCK_W']) / a['STEP_W']],
     # the corner loop: 4 corners among the 2 x (row + column segments) programs
     # of an image and channel block
     '_fusion_bwd_border_kernel': lambda a: [4 / (2 * (a['n_row_segs'] + a['n_col_segs']))],
 }
+# Loop nests that compute what replicate padding adds at the border, outside
+# the border launch: (kernel, nest indices of its Nests)
+BORDER_NESTS = {'_fusion_bwd_input_kernel': (1,)}
 
 
 # --------------------------------------------------------------------- capture
@@ -164,8 +186,11 @@ def sass_stats(cubin, trip_counts=()):
     Loops: each backward branch closes a loop over [target, branch]; nested
     loops get the trip counts of ``trip_counts`` (outermost first) by depth
     (a source loop the compiler unrolled, innermost first, is already repeated
-    in the code). ``loops_matched`` says whether the depths of the largest
-    nest agree with the trip counts.
+    in the code). ``trip_counts`` may instead hold one such list per loop nest,
+    in the order of the code (a :class:`Nests`); ``nest_instr`` then gives each
+    nest's dynamic instructions. ``loops_matched`` says whether the depths of
+    the largest nest (of every nest, with a :class:`Nests`) agree with the trip
+    counts.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -216,23 +241,48 @@ def sass_stats(cubin, trip_counts=()):
 
     def size(span):
         return sum(1 for address, _, _ in body if span[0] <= address <= span[1])
-    nests = [span for span in loops if depth(span[0]) == 1]
+    nests = sorted(span for span in loops if depth(span[0]) == 1)
     main = max(nests, key=size, default=None)
-    trips = list(trip_counts)
+    per_nest = isinstance(trip_counts, Nests)
+    trips = list(trip_counts) if not per_nest else []
+
+    def nest_of(address):
+        return next((i for i, (lo, hi) in enumerate(nests) if lo <= address <= hi), None)
 
     def weight_of(address):
         d = depth(address)
+        counts = trips
+        if per_nest and d:
+            counts = list(trip_counts[nest_of(address)]) \
+                if nest_of(address) < len(trip_counts) else []
         weight = 1
-        for trip in (trips + [1] * d)[:d]:
+        for trip in (counts + [1] * d)[:d]:
             weight *= trip
         return weight
-    max_depth = max((depth(lo) for lo, hi in loops
-                     if main is None or main[0] <= lo <= main[1]), default=0)
+
+    def nest_depth(span):
+        if span is None:
+            return 0
+        return max((depth(lo) for lo, hi in loops if span[0] <= lo <= span[1]), default=0)
+
+    def matched(span, counts):
+        return nest_depth(span) == len(counts) or all(
+            trip == 1 for trip in counts[nest_depth(span):])
+    if per_nest:
+        max_depth = max((nest_depth(span) for span in nests), default=0)
+        loops_matched = len(nests) == len(trip_counts) and all(
+            matched(span, list(counts)) for span, counts in zip(nests, trip_counts))
+    else:
+        max_depth = nest_depth(main)
+        loops_matched = matched(main, trips)
+    nest_instr = [0.0] * len(nests)
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
         weight = weight_of(address)
         dynamic += weight
+        if nest_of(address) is not None:
+            nest_instr[nest_of(address)] += weight
         if op.startswith('BAR'):
             barriers += 1
             dynamic_barriers += weight
@@ -246,9 +296,8 @@ def sass_stats(cubin, trip_counts=()):
                 spill_bytes=spill_store, spill_load_bytes=spill_load,
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
                 dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
-                sass_loops=len(loops), loop_depth=max_depth,
-                loops_matched=max_depth == len(trips) or all(
-                    trip == 1 for trip in trips[max_depth:]))
+                sass_loops=len(loops), loop_depth=max_depth, nest_instr=nest_instr,
+                loops_matched=loops_matched)
 
 
 def amdgcn_stats(asm):
@@ -299,7 +348,8 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     log(f'[kernel_profile] {triton.__version__} {target_name} {name} '
                         f'{regime.name}: {seconds:.1f} s')
                 binary, seconds = compiled[key]
-                trips = tuple(TRIP_COUNTS.get(name, lambda a: [])(bound))
+                trips = TRIP_COUNTS.get(name, lambda a: [])(bound)
+                trips = trips if isinstance(trips, Nests) else tuple(trips)
                 if (key, trips) not in weighed:
                     if target_name == 'sm_90a':
                         stats = sass_stats(binary.asm['cubin'], trips)
@@ -317,6 +367,10 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     bytes=read + written, specialisation=key,
                     constexprs={k: v for k, v in meta.items() if k.isupper()},
                     **{'pass': pass_}, **weighed[key, trips]))
+                border_nests = BORDER_NESTS.get(name, ()) if target_name == 'sm_90a' else ()
+                records[-1]['border_dynamic_instr'] = sum(
+                    records[-1]['nest_instr'][i] for i in border_nests
+                    if i < len(records[-1]['nest_instr']))
     return records
 
 

@@ -46,9 +46,10 @@ issue rate, bytes / bandwidth) + {MODEL['launch_us']:.0f} µs launch overhead, w
 - instructions = warp-instructions of one program x programs; one program's
   are its SASS instructions, each counted once per iteration of every loop that
   holds it (loops: backward branches; trip counts from the launch's arguments;
-  loops that only some programs enter, such as the border kernel's corners,
-  at their mean over the programs), branches not taken and predicated-off
-  lanes counted as executed;
+  loops that only some programs enter, such as the border kernel's corners
+  or the input gradient's first and last rows, at their mean over the
+  programs, each loop nest with its own), branches not taken and
+  predicated-off lanes counted as executed;
 - issue rate = {MODEL['issue_per_sm_cycle']} warp-instructions per cycle per SM on \
 min({MODEL['sms']}, programs) SMs at {MODEL['clock_ghz']} GHz;
 - bytes = the traffic account of the launch (each tensor it reads or writes
@@ -63,7 +64,10 @@ Floor of a pass: the op's own inputs read once and outputs written once in
 their dtypes, no intermediate state (`mmspatial.kernel_traffic.floor_bytes`),
 at {MODEL['hbm_tb_s']} TB/s.
 Instructions per element are thread-instructions (warp-instructions x 32) per
-element of (batch, D, L)."""
+element of (batch, D, L).
+Border share: the border launch's estimate, plus what the stencil launches'
+border loop nests add to theirs (their estimate less the one without those
+nests' instructions), against the rest of the stencil launches' estimates."""
 
 
 def blocks_per_sm(record):
@@ -97,6 +101,11 @@ def model(record):
     record['instr_us'] = warp_instr / rate
     record['bytes_us'] = bytes_us
     record['est_us'] = max(record['instr_us'], bytes_us) + MODEL['launch_us']
+    # what the loop nests that add replicate padding's border terms inside
+    # this launch cost it: its estimate less the estimate without them
+    without = warp_instr * (1 - record.get('border_dynamic_instr', 0)
+                            / max(record['dynamic_instr'], 1)) / rate
+    record['border_us'] = record['est_us'] - max(without, bytes_us) - MODEL['launch_us']
     return record
 
 
@@ -112,16 +121,21 @@ def task_of(regime_name):
 
 
 def border_shares(records):
-    """[{task, triton, border_us, rest_us, stages}]: the backward's border launches
-    and its stencil launches, ``est_us`` summed over the stages of each task
-    profiled, on sm_90a."""
+    """[{task, triton, border_us, rest_us, stages}]: the backward's border work
+    (the border launches, and the border loop nests of the stencil launches:
+    ``border_us`` of :func:`model`) and the rest of its stencil launches,
+    ``est_us`` summed over the stages of each task profiled, on sm_90a."""
     shares = {}
     for r in records:
         if r['target'] == 'sm_90a' and r['kernel'] in (BORDER_KERNEL, *STENCIL_KERNELS):
             entry = shares.setdefault((task_of(r['regime']), r['triton']),
                                       dict(task=task_of(r['regime']), triton=r['triton'],
                                            border_us=0.0, rest_us=0.0, stages=set()))
-            entry['border_us' if r['kernel'] == BORDER_KERNEL else 'rest_us'] += r['est_us']
+            if r['kernel'] == BORDER_KERNEL:
+                entry['border_us'] += r['est_us']
+            else:
+                entry['border_us'] += r['border_us']
+                entry['rest_us'] += r['est_us'] - r['border_us']
             entry['stages'].add(r['regime'])
     return [dict(entry, stages=len(entry['stages'])) for entry in shares.values()]
 
