@@ -70,7 +70,8 @@ _DEFAULT_CONFIG = dict(
                             # elements then show up as NaN instead of stale values)
 )
 _config = dict(_DEFAULT_CONFIG)
-_POWER_OF_TWO_KEYS = tuple(k for k in _DEFAULT_CONFIG if '_block_' in k)
+_POWER_OF_TWO_KEYS = tuple(k for k in _DEFAULT_CONFIG
+                           if '_block_' in k or k.endswith('_step_w'))
 
 
 def config():
@@ -86,7 +87,8 @@ def override_config(**overrides):
         raise KeyError(f'unknown Triton op settings {sorted(unknown)}; '
                        f'known: {sorted(_DEFAULT_CONFIG)}')
     for key, value in overrides.items():
-        if key in _POWER_OF_TWO_KEYS and (value < 1 or value & (value - 1)):
+        if key in _POWER_OF_TWO_KEYS and value is not None and (
+                value < 1 or value & (value - 1)):
             raise ValueError(f'{key} must be a power of two, got {value}')
         if key.endswith('_warps') and value not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f'{key} must be a power of two up to 32, got {value}')

@@ -3,8 +3,10 @@
 Three launches compute it: the border kernel sums, per side of the image,
 the preimage pixels that replicate padding sends to the outer rows and
 columns (and the corner blocks); the input gradient's tiles gather the
-zero-padded transpose and add those terms; the weights' kernel walks rows for
-the tap sums (and g_C). These tests split images into programs of every shape
+zero-padded transpose and add those terms (on taller images they compute the
+first and last rows' themselves); the weights' kernel walks its strips a
+pixel (or a few) at a step for the tap sums (and g_C). These tests split
+images into programs of every shape
 (one-pixel strips and tiles, one-row bands, strips and bands that end inside
 the five-pixel border, tiles across rows; sides cut into one-position
 segments, segments that hold one corner, or both) and compare with the
@@ -79,10 +81,10 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
         assert rel_err(o, r) < 2e-6, name
 
 
-@pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms',
-                         [(9, 7, 2, 4, 4, True), (5, 13, 4, 2, 2, False)])
+@pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms,step_w',
+                         [(9, 7, 2, 4, 4, True, 1), (5, 13, 4, 2, 2, False, None)])
 def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block,
-                                                 row_terms):
+                                                 row_terms, step_w):
     """The fused op's backward (C-weighted g_h, g_C partials) on split images."""
     gen = torch.Generator().manual_seed(7)
     shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
@@ -104,10 +106,29 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, b
                          fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
                          fusion_block_p=block_w, fusion_border_block_p=border_block,
                          fusion_row_terms_min_height=1 if row_terms else height + 1,
-                         scan_block_d=2, scan_block_c=2):
+                         fusion_bwd_step_w=step_w, scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):
         assert rel_err(o, r) < 1e-5, name
+
+
+@pytest.mark.parametrize('step_w,channels', [(1, 4), (1, 3), (2, 3)])
+def test_weights_walk_in_steps(step_w, channels):
+    """The weights' sums a pixel a step (as compiled, ``fusion_bwd_step_w`` 1)
+    or two, with a partial step at a strip's end (7 columns in strips of 4);
+    the channels filling their block (4: the loads of g unmasked) or not."""
+    gen = torch.Generator().manual_seed(11)
+    x, g = (torch.randn(1, channels, 5, 7, generator=gen, dtype=torch.float64)
+            for _ in range(2))
+    kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
+    alpha = torch.randn(3, generator=gen, dtype=torch.float64)
+    ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
+    with override_config(poison_outputs=True, fusion_bwd_block_p=4, fusion_bwd_rows=2,
+                         fusion_bwd_step_w=step_w, fusion_bwd_block_d=4, fusion_block_d=2):
+        out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
+                                                  for t in (x, kernels, alpha, g)))
+    for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
+        assert rel_err(o, r) < 2e-6, name
 
 
 def test_backward_is_bitwise_deterministic():
