@@ -106,6 +106,15 @@ def block(key, extent):
     return min(_config[key], triton.next_power_of_2(max(int(extent), 1)))
 
 
+def steps_per_iteration(key, extent, kernel):
+    """Steps a loop of ``kernel`` takes per iteration over a tile of ``extent``
+    (a power of two): the setting ``key``, or when it is None one compiled and
+    all of them under the interpreter, whose cost is per operation, not per
+    element; capped at ``extent``."""
+    steps = _config[key] or (extent if is_interpreted(kernel) else 1)
+    return min(steps, extent)
+
+
 def new_output(shape, dtype, device):
     """``torch.empty``, or NaN-filled when ``poison_outputs`` is set."""
     if _config['poison_outputs']:

@@ -50,9 +50,9 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
-from ..triton_launch import (LOG2E, block, check_launchable, first_order_combine,
-                             is_interpreted, launch, new_output, row_of, sequence_view,
-                             sigmoid, softplus, strides)
+from ..triton_launch import (LOG2E, block, check_launchable, first_order_combine, launch,
+                             new_output, row_of, sequence_view, sigmoid, softplus,
+                             steps_per_iteration, strides)
 from ..triton_launch import _config as config
 
 
@@ -307,9 +307,7 @@ def _params(A, delta_bias, Dskip=None):
 
 def _grid(batch, channels, state_dim, length):
     block_l = block('scan_block_l', length)
-    # the interpreter's cost is per operation, not per element: whole-chunk tiles
-    steps = config['scan_block_t'] or (block_l if is_interpreted(_scan_chunk_kernel) else 1)
-    block_t = min(steps, block_l)
+    block_t = steps_per_iteration('scan_block_t', block_l, _scan_chunk_kernel)
     block_d = block('scan_block_d', channels)
     n_chunks = triton.cdiv(length, block_l)
     return block_l, block_t, block_d, n_chunks, (n_chunks, triton.cdiv(channels, block_d),

@@ -65,8 +65,8 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ..triton_launch import (block, check_launchable, is_interpreted, launch, new_output,
-                             sequence_view, strides)
+from ..triton_launch import (block, check_launchable, launch, new_output, sequence_view,
+                             steps_per_iteration, strides)
 from ..triton_launch import _config as config
 from .reference import DILATIONS
 
@@ -76,9 +76,9 @@ SIDE_WEIGHTS = tl.constexpr(5 + 2 * len(DILATIONS))
 """Rows of :func:`border_weights` per side: the centre column's 5, then e = -d, +d."""
 N_BORDER_WEIGHTS = tl.constexpr(4 * SIDE_WEIGHTS + 4 * len(DILATIONS))
 """Rows of :func:`border_weights`: 4 sides, then one row per dilation for each corner."""
-PAD = tl.constexpr(max(DILATIONS))
-"""Pad of the backward's g_h buffer, the stencil's reach."""
 PAD_PIXELS = max(DILATIONS)
+PAD = tl.constexpr(PAD_PIXELS)
+"""Pad of the backward's g_h buffer, the stencil's reach."""
 if DILATIONS != tuple(2 * i + 1 for i in range(3)):
     raise ImportError(f'the Triton state fusion kernels unroll the dilations 2 DI + 1, '
                       f'DI < 3; DILATIONS is {DILATIONS}')
@@ -184,9 +184,14 @@ def _pixel_tile(D, W, L, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _gather(base, pix, sl, offs_d, sd, mask):
-    """(BLOCK_P, BLOCK_D) tile of a (batch, L, D) operand at pixels ``pix``."""
-    return tl.load(base + (pix * sl)[:, None] + (offs_d * sd)[None, :],
-                   mask=mask, other=0.0).to(tl.float32)
+    """(BLOCK_P, BLOCK_D) tile of a (batch, L, D) operand at pixels ``pix``, zero
+    where ``mask`` is false; unmasked when ``mask`` is None."""
+    ptrs = base + (pix * sl)[:, None] + (offs_d * sd)[None, :]
+    if mask is None:
+        tile = tl.load(ptrs)
+    else:
+        tile = tl.load(ptrs, mask=mask, other=0.0)
+    return tile.to(tl.float32)
 
 
 @triton.jit
@@ -238,18 +243,17 @@ def _padded_tile(gh_block, pix, pmask, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x, mask,
+def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d, mask,
              HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
              DX: tl.constexpr, BLOCK_D: tl.constexpr):
     """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) summed over
     the pixels (in the thread: it holds every pixel of its channels), and
     h += w x(...) when HAS_C."""
     src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
-    ptrs = x_base + (src * sx_l)[:, None] + offs_x[None, :]
     if EVEN:    # no channel past D
-        xs = tl.load(ptrs).to(tl.float32)
+        xs = _gather(x_base, src, sx_l, offs_d, sx_d, None)
     else:
-        xs = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
     s_k += tl.sum(gh_own * xs, axis=0)
     if HAS_C:
         acc_h += xs * tl.load(w_ptr + TAP * BLOCK_D)[None, :]
@@ -258,26 +262,26 @@ def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x, mas
 
 @triton.jit
 def _bwd_dilation(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, w_ptr, r, cols, H,
-                  W, sx_l, offs_x, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
+                  W, sx_l, sx_d, offs_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
                   DI: tl.constexpr, BLOCK_D: tl.constexpr):
     """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
     T: tl.constexpr = 1 + 8 * DI
     d: tl.constexpr = 2 * DI + 1
-    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T, -d, -d, BLOCK_D)
-    acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 1, -d, 0, BLOCK_D)
-    acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 2, -d, d, BLOCK_D)
-    acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 3, 0, -d, BLOCK_D)
-    acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 4, 0, d, BLOCK_D)
-    acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 5, d, -d, BLOCK_D)
-    acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 6, d, 0, BLOCK_D)
-    acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, offs_x,
+    acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
                          mask, HAS_C, EVEN, T + 7, d, d, BLOCK_D)
     return acc_h, s0, s1, s2, s3, s4, s5, s6, s7
 
@@ -511,8 +515,6 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     x_base = x_ptr + b * sx_b
-    offs_x = offs_d * sx_d
-    offs_g = offs_d * sg_d
     g_base = g_ptr + b * sg_b
     c_base = c_ptr + b * sc_b
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
@@ -552,11 +554,10 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
                 # the image, and their g is zero
                 step_cols = tl.where(mask_c, step_cols, c)
             pix = r * W + step_cols
-            g_ptrs = g_base + (pix * sg_l)[:, None] + offs_g[None, :]
             if EVEN and STEP_W == 1:
-                g_own = tl.load(g_ptrs).to(tl.float32)
+                g_own = _gather(g_base, pix, sg_l, offs_d, sg_d, None)
             else:
-                g_own = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
+                g_own = _gather(g_base, pix, sg_l, offs_d, sg_d, mask)
             gh_own = g_own
             if HAS_C:
                 gh_own = g_own * tl.load(c_base + pix * sc_l).to(tl.float32)[:, None]
@@ -564,16 +565,16 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
                      mask=mask)
             acc_h = tl.zeros([STEP_W, BLOCK_D], dtype=tl.float32)
             acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_here, r, step_cols, H, W, sx_l,
-                                 offs_x, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
+                                 sx_d, offs_d, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
             acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
                 acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_here, r, step_cols,
-                H, W, sx_l, offs_x, mask, HAS_C, EVEN, 0, BLOCK_D)
+                H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 0, BLOCK_D)
             acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
                 acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_here, r,
-                step_cols, H, W, sx_l, offs_x, mask, HAS_C, EVEN, 1, BLOCK_D)
+                step_cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 1, BLOCK_D)
             acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
                 acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_here, r,
-                step_cols, H, W, sx_l, offs_x, mask, HAS_C, EVEN, 2, BLOCK_D)
+                step_cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 2, BLOCK_D)
             if HAS_C:
                 tl.store(gc_base + pix, tl.sum(g_own * acc_h, axis=1), mask=mask_c)
     s_ptr = s_part_ptr + (b * n_tiles + pid) * (NUM_TAPS * D)
@@ -672,14 +673,13 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     gc_part = new_output((batch, n_wdblocks, length), torch.float32, dev) if has_c else None
     gh = padded_gh(batch, channels, height, width, block_d, dev)
     check_image_offsets('state_fusion_triton', gh.flatten(1, 3)[:, :, None])
-    step_w = config['fusion_bwd_step_w'] or (
-        block_w if is_interpreted(_fusion_bwd_weights_kernel) else 1)
+    step_w = steps_per_iteration('fusion_bwd_step_w', block_w, _fusion_bwd_weights_kernel)
     launch(_fusion_bwd_weights_kernel, (n_tiles, n_wdblocks, batch),
            x, per_block(weights, block_wd), g, c_arg, s_part, gc_part if has_c else s_part,
            gh, channels, height, width, length, rows, n_strips, n_tiles, n_wdblocks, 0,
            *strides(x), *strides(g), *c_strides,
            HAS_C=has_c, EVEN=channels % block_wd == 0, BLOCK_W=block_w,
-           STEP_W=min(step_w, block_w), BLOCK_D=block_wd, GH_BLOCK=block_d,
+           STEP_W=step_w, BLOCK_D=block_wd, GH_BLOCK=block_d,
            num_warps=config['fusion_bwd_warps'],
            reads=(x, g, C), writes=(s_part, gc_part, gh))
     folded = per_block(weights, block_d)

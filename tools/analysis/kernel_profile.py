@@ -249,12 +249,11 @@ def sass_stats(cubin, trip_counts=()):
     def nest_of(address):
         return next((i for i, (lo, hi) in enumerate(nests) if lo <= address <= hi), None)
 
-    def weight_of(address):
+    def weight_of(address, nest):
         d = depth(address)
         counts = trips
         if per_nest and d:
-            counts = list(trip_counts[nest_of(address)]) \
-                if nest_of(address) < len(trip_counts) else []
+            counts = list(trip_counts[nest]) if nest < len(trip_counts) else []
         weight = 1
         for trip in (counts + [1] * d)[:d]:
             weight *= trip
@@ -279,10 +278,11 @@ def sass_stats(cubin, trip_counts=()):
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
-        weight = weight_of(address)
+        nest = nest_of(address)
+        weight = weight_of(address, nest)
         dynamic += weight
-        if nest_of(address) is not None:
-            nest_instr[nest_of(address)] += weight
+        if nest is not None:
+            nest_instr[nest] += weight
         if op.startswith('BAR'):
             barriers += 1
             dynamic_barriers += weight
@@ -353,6 +353,9 @@ def profile(regimes, targets, ops=('fused',), log=print):
                 if (key, trips) not in weighed:
                     if target_name == 'sm_90a':
                         stats = sass_stats(binary.asm['cubin'], trips)
+                        stats['border_dynamic_instr'] = sum(
+                            stats['nest_instr'][i] for i in BORDER_NESTS.get(name, ())
+                            if i < len(stats['nest_instr']))     # else loops_matched False
                     else:
                         stats = amdgcn_stats(binary.asm['amdgcn'])
                     stats.update(smem_bytes=max(stats['smem_bytes'], binary.metadata.shared),
@@ -367,10 +370,6 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     bytes=read + written, specialisation=key,
                     constexprs={k: v for k, v in meta.items() if k.isupper()},
                     **{'pass': pass_}, **weighed[key, trips]))
-                border_nests = BORDER_NESTS.get(name, ()) if target_name == 'sm_90a' else ()
-                records[-1]['border_dynamic_instr'] = sum(
-                    records[-1]['nest_instr'][i] for i in border_nests
-                    if i < len(records[-1]['nest_instr']))
     return records
 
 
