@@ -50,8 +50,9 @@ _DEFAULT_CONFIG = dict(
     scan_carry_warps=2,
     scan_fwd_warps=1,
     scan_bwd_warps=1,
-    fusion_block_p=32,      # pixels per stencil tile (power of two)
-    fusion_block_d=32,      # channels per stencil tile (power of two)
+    fusion_block_p=32,      # pixels per tile of the forward stencil (power of two)
+    fusion_block_d=32,      # channels per tile of the forward stencil and per block of
+                            # the backward's padded g_h (power of two)
     fusion_fwd_warps=2,
     fusion_bwd_block_p=8,   # columns per program of the weights' sums
     fusion_bwd_rows=16,     # rows per program of the weights' sums
@@ -59,19 +60,24 @@ _DEFAULT_CONFIG = dict(
                              # on a GPU, the program's columns in the interpreter)
     fusion_bwd_block_d=128,  # channels per program of the weights' sums
     fusion_bwd_warps=1,
-    fusion_bwd_input_warps=2,
+    fusion_bwd_input_block_p=64,    # pixels per program of the input gradient (the
+                                    # fused op: the scan's chunk, scan_block_l)
+    fusion_bwd_input_step=None,     # pixels per step of its walk (power of two; None:
+                                    # 1 on a GPU, the program's pixels in the interpreter)
+    fusion_bwd_input_block_d=128,   # channels per program of the input gradient
+    fusion_bwd_input_warps=1,
     fusion_border_block_p=8,    # positions along a side per border program (16: 16 B
                                 # of spills at segmentation's 128x128 tokens)
     fusion_border_warps=1,
     fusion_row_terms_min_height=20,     # images of at least this many rows: the input
-                                        # gradient's tiles take the first and last
+                                        # gradient's walk takes the first and last
                                         # rows' border terms (fewer: the border launch)
     poison_outputs=False,   # fill outputs with NaN before launch (tests: unwritten
                             # elements then show up as NaN instead of stale values)
 )
 _config = dict(_DEFAULT_CONFIG)
 _POWER_OF_TWO_KEYS = tuple(k for k in _DEFAULT_CONFIG
-                           if '_block_' in k or k.endswith('_step_w'))
+                           if '_block_' in k or k.endswith(('_step_w', '_step')))
 
 
 def config():
@@ -284,6 +290,33 @@ def sigmoid(z):
     e = tl.exp2(-tl.abs(z) * LOG2E)
     r = divide(1.0, 1.0 + e)
     return tl.where(z >= 0, r, e * r)
+
+
+@triton.jit
+def step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(z, dt) of a (steps, BLOCK_D) tile: delta + bias before softplus, and
+    the step size actually used."""
+    z = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        z = z + bias[None, :]
+    dt = z
+    if SOFTPLUS:
+        dt = softplus(z)
+    return z, dt
+
+
+@triton.jit
+def adjoint_chunk_summary(g, dt, A_log2, mask):
+    """(decay, flow), each (BLOCK_D,), of the adjoint recurrence
+    ``lam_t = g_t + a_{t+1} lam_{t+1}`` over one chunk of a (steps, BLOCK_D)
+    tile in time order, from a zero flow after it: the decay product
+    ``prod_t a_t`` and the flow into the steps before the chunk,
+    ``a_first lam_first = sum_t (a_first ... a_t) g_t``, with
+    ``a_t = exp2(dt_t A_log2)``. Steps where ``mask`` is false are left out."""
+    dt = tl.where(mask, dt, 0.0)
+    prefix = tl.exp2(tl.cumsum(dt, axis=0) * A_log2[None, :])      # a_first ... a_t
+    flow = tl.sum(tl.where(mask, prefix * g, 0.0), axis=0)
+    return tl.exp2(tl.sum(dt, axis=0) * A_log2), flow
 
 
 @triton.jit

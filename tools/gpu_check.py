@@ -423,7 +423,8 @@ def step_sweep(args, out_dir):
                'fusion_fwd_warps': (2, 4, 8), 'fusion_bwd_block_p': (8, 16, 32),
                'fusion_bwd_rows': (8, 16, 32), 'fusion_bwd_block_d': (64,),
                'fusion_bwd_step_w': (2,),
-               'fusion_bwd_input_warps': (2, 4, 8), 'scan_carry_block_d': (4, 16)}
+               'fusion_bwd_input_block_d': (64,), 'fusion_bwd_input_step': (2,),
+               'fusion_bwd_input_warps': (2,), 'scan_carry_block_d': (4, 16)}
     if args.smoke:              # the plumbing only: two settings
         choices = {'scan_block_l': (32,), 'fusion_block_d': (16,)}
     for key, values in choices.items():

@@ -39,11 +39,17 @@ forms every gradient:
     g_u = lam dt B,  g_B = sum_d lam dt u,  g_dt = lam (x_{t-1} A a_t + B u),
     g_A = sum_{b,t} lam x_{t-1} dt a_t,  then softplus' chain rule and g_bias.
 
+In the fused SSM op the launch that computes g_t (the state fusion's input
+gradient) also forms the chunk summaries (:class:`AdjointSummaries`,
+``triton_launch.adjoint_chunk_summary``), and the summary launch is skipped.
+
 Reductions over channels (g_B) leave one partial per channel block, reductions
 over batch and time (g_A, g_bias, g_Dskip) one per chunk, accumulated in
 registers and stored once; PyTorch sums them. No atomics: results are
 deterministic. All arithmetic is float32.
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -51,22 +57,9 @@ import triton.language as tl
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
 from ..triton_launch import (LOG2E, block, check_launchable, first_order_combine, launch,
-                             new_output, row_of, sequence_view, sigmoid, softplus,
+                             new_output, row_of, sequence_view, sigmoid, step_size,
                              steps_per_iteration, strides)
 from ..triton_launch import _config as config
-
-
-@triton.jit
-def _step_size(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """(z, dt) of a (BLOCK_T, BLOCK_D) tile: delta + bias before softplus, and
-    the step size actually used."""
-    z = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        z = z + bias[None, :]
-    dt = z
-    if SOFTPLUS:
-        dt = softplus(z)
-    return z, dt
 
 
 @triton.jit
@@ -135,7 +128,7 @@ def _scan_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, decay_ptr, end_
     for t in range(0, steps, BLOCK_T):
         mask_t = t + idx < steps
         mask = mask_t[:, None] & mask_d[None, :]
-        _, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        _, dt = step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
         u = tl.load(u_ptrs, mask=mask, other=0.0).to(tl.float32)
         Bt = tl.load(B_ptrs, mask=mask_t, other=0.0).to(tl.float32)
         a = tl.where(mask, tl.exp2(dt * A_log2[None, :]), 1.0)
@@ -245,7 +238,7 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         mask_t = pos >= start
         mask = mask_t[:, None] & mask_d[None, :]
         g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
-        z, dt = _step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
+        z, dt = step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
         a = tl.where(mask, tl.exp2(dt * A_log2[None, :]), 1.0)
         # (lam - p mu, p, a) of the steps from each step to the tile's end;
         # masked steps (1 for a, 0 for g) only precede the valid ones
@@ -314,6 +307,34 @@ def _grid(batch, channels, state_dim, length):
                                                  batch * state_dim)
 
 
+class AdjointSummaries(NamedTuple):
+    """The adjoint scan's chunk summaries when another launch forms them (the
+    fused op's input gradient, from the g_x it computes; N = 1), with what
+    that launch needs for them: ``delta`` the (batch, L, D) view, ``A``
+    (D,) and ``bias`` (D,) or None float32, ``softplus``, ``block_l`` steps
+    per chunk, and ``decay`` and ``flow`` (batch, chunks, D) float32 to write:
+    per chunk the decay product and the flow into the steps before it from a
+    zero flow after it (:func:`triton_launch.adjoint_chunk_summary`)."""
+    delta: torch.Tensor
+    A: torch.Tensor
+    bias: torch.Tensor | None
+    softplus: bool
+    block_l: int
+    decay: torch.Tensor
+    flow: torch.Tensor
+
+    @classmethod
+    def allocate(cls, delta, A, delta_bias=None, delta_softplus=True):
+        """Buffers for the summaries of the adjoint scan over ``delta`` ((batch, L, D)
+        view; A (D, 1))."""
+        batch, length, channels = delta.shape
+        block_l, _, _, n_chunks, _ = _grid(batch, channels, 1, length)
+        A, bias, _ = _params(A, delta_bias)
+        decay = new_output((batch, n_chunks, channels), torch.float32, delta.device)
+        return cls(delta, A[:, 0].contiguous(), bias, bool(delta_softplus), block_l, decay,
+                   torch.empty_like(decay))
+
+
 def _carry(decay, end, channels, reverse):
     """Launch the carry pass over the chunk summaries (batch*N, chunks, D)."""
     rows, n_chunks, _ = end.shape
@@ -353,7 +374,8 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
 
 
 def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
-                  delta_softplus=True, g_y=None, Dskip=None, g_u=None, g_delta=None):
+                  delta_softplus=True, g_y=None, Dskip=None, g_u=None, g_delta=None,
+                  summaries=None):
     """Gradients of the scan from the gradient of its states.
 
     Args:
@@ -362,6 +384,8 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
         g_y, Dskip: the fused op's ``Dskip * u`` term (N = 1): g_u += Dskip g_y.
         g_u, g_delta (Tensor, optional): (batch, L, D) views to write the
             gradients into (N = 1); by default new (batch, L, D) tensors.
+        summaries (AdjointSummaries, optional): the chunk summaries, already
+            formed from g_states (N = 1): the summary launch is skipped.
 
     Returns:
         (g_u, g_delta, g_A (D, N), g_B (batch, L, N), g_bias (D,), g_Dskip (D,)
@@ -390,9 +414,17 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
     g_bias = new_output(partial_shape, torch.float32, dev)
     g_dskip = new_output(partial_shape, torch.float32, dev) if has_skip else None
     g_B = new_output((batch, state_dim, n_dblocks, length), torch.float32, dev)
-    decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
-                        device=dev)
-    start = torch.empty_like(decay)
+    if summaries is None:
+        decay = torch.empty((batch * state_dim, n_chunks, channels), dtype=torch.float32,
+                            device=dev)
+        start = torch.empty_like(decay)
+    else:
+        decay, start = summaries.decay, summaries.flow
+        if summaries.block_l != block_l or decay.shape != (batch * state_dim, n_chunks,
+                                                           channels):
+            raise ValueError(f'scan_backward: summaries of chunks of {summaries.block_l} '
+                             f'steps, {tuple(decay.shape)}; the scan takes chunks of '
+                             f'{block_l}, {(batch * state_dim, n_chunks, channels)}')
     g_y_arg = g_y if has_skip else u
     args = (g_states, states, u, delta, A, B, bias if bias is not None else A,
             g_y_arg, dskip if has_skip else A, decay, start,
@@ -403,8 +435,9 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
                 HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
                 num_warps=config['scan_bwd_warps'])
-    launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
-           reads=(g_states, delta), writes=(decay, start), **meta)
+    if summaries is None:
+        launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
+               reads=(g_states, delta), writes=(decay, start), **meta)
     _carry(decay, start, channels, True)
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=True,
            reads=(g_states, states, u, delta, B, start, g_y),

@@ -47,13 +47,19 @@ terms.
    4, max(H, W), D) buffer: 23 gathers of g_h per position (the centre
    column's rows serve the three dilations), a 5 x 5 block at each corner. It
    reads the five pixels along those sides only.
-3. ``_fusion_bwd_input_kernel``: g_x per (BLOCK_P pixels, BLOCK_D channels)
-   tile, the forward's tiling: the 25 zero-padded gathers of g_h, unmasked
-   (the pad is zero), then the border's terms on the outer rows and columns.
-   On taller images the tiles on the first and last rows compute those rows'
-   terms themselves, in loops only they enter, from rows of g_h their taps
-   read anyway: a fifth of the border launch's bytes at classification's
-   56x56 tokens, where a row's 23 gathers serve 56 positions.
+3. ``_fusion_bwd_input_kernel``: g_x of a chunk of consecutive pixels (raster
+   order) x ``fusion_bwd_input_block_d`` channels (128: 4 a thread), walked a
+   pixel at a time: the 25 zero-padded gathers of g_h, unmasked (the pad is
+   zero), the taps' weights in registers and each row read from one pointer
+   (the columns at constant offsets); then, in a loop that only the steps on
+   the image's outer rows and columns enter, the border's terms. On taller
+   images those on the first and last rows compute the rows' terms themselves,
+   from rows of g_h their taps read anyway: a fifth of the border launch's
+   bytes at classification's 56x56 tokens, where a row's 23 gathers serve 56
+   positions. In the fused op a chunk is one of the adjoint scan's, and the
+   walk also forms that scan's chunk summary from the g_x it computes
+   (``selective_scan.triton_backend.AdjointSummaries``): the scan then reads
+   g_x once, and its summary launch is gone.
 
 Apart, the input gradient and the weights' sums each get a tile and
 registers of their own (what that saves: benchmarks/RESULTS.md). No atomics:
@@ -65,8 +71,9 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_fusion_args
-from ..triton_launch import (block, check_launchable, launch, new_output, sequence_view,
-                             steps_per_iteration, strides)
+from ..triton_launch import (LOG2E, adjoint_chunk_summary, block, check_launchable, launch,
+                             new_output, sequence_view, step_size, steps_per_iteration,
+                             strides)
 from ..triton_launch import _config as config
 from .reference import DILATIONS
 
@@ -357,7 +364,7 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     g_h of ``_fusion_bwd_weights_kernel``.
 
     Programs: segments of BLOCK_P positions of the top and bottom rows
-    (``n_row_segs`` each; none when the input gradient's tiles take the rows'
+    (``n_row_segs`` each; none when the input gradient takes the rows'
     terms), then of the left and right columns (``n_col_segs`` each). A side
     at position t (a column of a row side, a row of a column side) collects
     its taps' preimage pixels beyond the zero-padded one (:func:`_side_row_term`,
@@ -409,74 +416,193 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
 
 
 @triton.jit
-def _input_tap(acc, gh_tile, w_ptr, Wp, tap, dy, dx, BLOCK_D: tl.constexpr):
-    """acc += w g_h(p - off) for the tap ``tap`` of offset (dy, dx); ``gh_tile``
-    points at the tile's own pixels of the padded g_h, which is zero outside
-    the image."""
-    gh = tl.load(gh_tile - (dy * Wp + dx) * BLOCK_D)
-    return acc + gh * tl.load(w_ptr + tap * BLOCK_D)[None, :]
+def _walk_side_row_term(acc, gh_chan, w_side, side_row, inward, col, M, W,
+                        GH_BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """:func:`_side_row_term` at the (STEP, BLOCK_D) pixels of a walk's step on a
+    side row: the terms of its M-th row inwards, gathered per channel from the
+    padded g_h (``gh_chan``: the channels' (BLOCK_D,) pointers into their
+    blocks; ``w_side``: the (BLOCK_D,) pointers of the side's weights)."""
+    row = _padded_index(side_row, 0, W) + M * inward
+    acc += (_walk_gather(gh_chan, row + col, GH_BLOCK)
+            * tl.load(w_side + M * BLOCK_D)[None, :])
+    for DI in tl.static_range(3):
+        if M < 2 * DI + 1:
+            for SIGN in tl.static_range(2):
+                src = col - (2 * SIGN - 1) * (2 * DI + 1)
+                acc += (_walk_gather(gh_chan, row + src, GH_BLOCK)
+                        * tl.load(w_side + (5 + 2 * DI + SIGN) * BLOCK_D)[None, :])
+    return acc
 
 
 @triton.jit
-def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, D, H, W, L, n_edge,
-                             ROW_TERMS, sgx_b, sgx_l, sgx_d, BLOCK_P: tl.constexpr,
-                             BLOCK_D: tl.constexpr):
-    """g_x of a (BLOCK_P pixels, BLOCK_D channels, batch) tile: the zero-padded
-    transpose ``sum_k w_k g_h(p - off_k)``, read without masks from the padded
-    g_h of ``_fusion_bwd_weights_kernel``, plus what replicate padding adds on
-    the image's outer rows and columns: on its first and last rows, when
-    ROW_TERMS is 1, from the rows of g_h the taps read anyway
-    (:func:`_side_row_term`, side weights ``side_w_ptr`` of
+def _walk_gather(gh_chan, pix, GH_BLOCK: tl.constexpr):
+    """(STEP, BLOCK_D) tile of the padded g_h at padded pixels ``pix`` (STEP,),
+    unmasked: the channels past D read the next image's, or the buffer's tail
+    (:func:`padded_gh`)."""
+    return tl.load(gh_chan[None, :] + (pix * GH_BLOCK)[:, None])
+
+
+@triton.jit
+def _dilation_weights(w_ptr, DI: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (BLOCK_D,) weights of the 8 non-centre taps of dilation DI, K order."""
+    w = w_ptr + (1 + 8 * DI) * BLOCK_D
+    return (tl.load(w), tl.load(w + BLOCK_D), tl.load(w + 2 * BLOCK_D),
+            tl.load(w + 3 * BLOCK_D), tl.load(w + 4 * BLOCK_D), tl.load(w + 5 * BLOCK_D),
+            tl.load(w + 6 * BLOCK_D), tl.load(w + 7 * BLOCK_D))
+
+
+@triton.jit
+def _walk_dilation(acc, own_ptrs, row_step, w0, w1, w2, w3, w4, w5, w6, w7,
+                   d: tl.constexpr, GH_BLOCK: tl.constexpr):
+    """acc += the 8 non-centre taps of dilation d: tap K of offset (dy, dx) d
+    reads g_h(p - (dy, dx) d) (``_tap_dy``, ``_tap_dx``: K0-K2 dy = -1, K3-K4
+    dy = 0, K5-K7 dy = 1). From one pointer per row read, the columns are
+    constant offsets (``own_ptrs``: the pixels' own; ``row_step``: one padded
+    row down)."""
+    below = own_ptrs + d * row_step         # row r + d, read by the taps dy = -1
+    above = own_ptrs - d * row_step         # row r - d, read by the taps dy = 1
+    acc += tl.load(below + d * GH_BLOCK) * w0[None, :]
+    acc += tl.load(below) * w1[None, :]
+    acc += tl.load(below - d * GH_BLOCK) * w2[None, :]
+    acc += tl.load(own_ptrs + d * GH_BLOCK) * w3[None, :]
+    acc += tl.load(own_ptrs - d * GH_BLOCK) * w4[None, :]
+    acc += tl.load(above + d * GH_BLOCK) * w5[None, :]
+    acc += tl.load(above) * w6[None, :]
+    acc += tl.load(above - d * GH_BLOCK) * w7[None, :]
+    return acc
+
+
+@triton.jit
+def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, delta_ptr, A_ptr,
+                             bias_ptr, decay_ptr, flow_ptr, D, H, W, L, n_edge, ROW_TERMS,
+                             sgx_b, sgx_l, sgx_d, sd_b, sd_l, sd_d, SUMMARY: tl.constexpr,
+                             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                             EVEN: tl.constexpr, BLOCK_P: tl.constexpr, STEP: tl.constexpr,
+                             BLOCK_D: tl.constexpr, GH_BLOCK: tl.constexpr):
+    """g_x of BLOCK_P consecutive pixels (raster order) x BLOCK_D channels,
+    walked STEP pixels a step (one on a GPU: a thread holds a few channels of
+    the step's pixel): the zero-padded transpose ``sum_k w_k g_h(p - off_k)``,
+    read without masks from the padded g_h of ``_fusion_bwd_weights_kernel``
+    (channel blocks of GH_BLOCK; the pad is zero), plus what replicate
+    padding adds on the image's outer rows and columns: on its first and last
+    rows, when ROW_TERMS is 1, from the rows of g_h the taps read anyway
+    (:func:`_walk_side_row_term`, side weights ``side_w_ptr`` of
     :func:`border_weights`), else and on its first and last columns the terms
-    that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``."""
-    pid_p, pid_d, b, offs_p, offs_d, mask_p, mask_d, mask, row, col = _pixel_tile(
-        D, W, L, BLOCK_P, BLOCK_D)
+    that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``.
+
+    With SUMMARY (the fused op; the program's pixels are a chunk of the adjoint
+    scan) it also writes the chunk's summary of that scan over g_x (its decay
+    product and flow, (batch, chunks, D) in ``decay_ptr`` and ``flow_ptr``),
+    from the step sizes of ``delta_ptr``, A (D,) and the delta bias: the scan's
+    summary launch, without reading g_x back."""
+    pid_p = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    start = pid_p * BLOCK_P
+    end = tl.minimum(start + BLOCK_P, L)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
     Wp = W + PAD
-    gh_block = gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
-    # lanes past L take pixel (0, 0): every tap of every lane reads within the buffer
-    own = _padded_index(tl.where(mask_p, row, 0), tl.where(mask_p, col, 0), W)
-    gh_tile = gh_block + (own * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    # the channels' pointers into their blocks of this image's padded g_h
+    gh_image = gh_ptr + b * (tl.cdiv(D, GH_BLOCK) * GH_BLOCK * _padded_pixels(H, W))
+    gh_chan = (gh_image + (offs_d // GH_BLOCK) * (_padded_pixels(H, W) * GH_BLOCK)
+               + offs_d % GH_BLOCK)
+    row_step = Wp * GH_BLOCK        # a padded row down, in g_h's elements
+    # the weights of the centre and dilations 1 and 3, held in registers for the
+    # walk; dilation 5's are read at each step (from L1): with all 25 held they
+    # and the gathers in flight took 255 registers, and ptxas 3.8 spilled at D 192
     w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
-    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    acc = _input_tap(acc, gh_tile, w_ptr, Wp, 0, 0, 0, BLOCK_D)
-    # a loop over the dilations (not unrolled: the compiler would then hold all
-    # the taps' loads in flight at once, in registers)
-    for DI in range(3):
-        d = 2 * DI + 1
-        for K in tl.static_range(8):
-            acc = _input_tap(acc, gh_tile, w_ptr, Wp, 1 + 8 * DI + K, _tap_dy(K) * d,
-                             _tap_dx(K) * d, BLOCK_D)
-    # the first and last rows' terms, a row inwards a step (not unrolled: the
-    # loads of all would be in flight at once): one loop, which only the tiles
-    # holding pixels of those rows enter, over the first row's steps, then the
-    # last row's. Unmasked: every lane's column is on the row, and reads past
-    # its ends find the zero pad of g_h; the lanes on other rows drop the terms.
+    w_centre = tl.load(w_ptr)
+    w1_0, w1_1, w1_2, w1_3, w1_4, w1_5, w1_6, w1_7 = _dilation_weights(w_ptr, 0, BLOCK_D)
+    w3_0, w3_1, w3_2, w3_3, w3_4, w3_5, w3_6, w3_7 = _dilation_weights(w_ptr, 1, BLOCK_D)
     w_sides = side_w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
-    first = pid_p * BLOCK_P
-    side_rows = tl.minimum(H, 5) * ROW_TERMS
-    n_first = tl.where(first < W, side_rows, 0)
-    n_last = tl.where(first + BLOCK_P > (H - 1) * W, side_rows, 0)
-    zeros = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
-    for i in range(0, n_first + n_last):
-        last = i >= n_first
-        side_row = tl.where(last, H - 1, 0)
-        on_side = (mask_p & (row == side_row)).to(tl.float32)[:, None]
-        acc += on_side * _side_row_term(
-            zeros, gh_block, w_sides + tl.where(last, SIDE_WEIGHTS * BLOCK_D, 0),
-            _padded_index(side_row, 0, W), tl.where(last, -Wp, Wp), 1, col,
-            tl.where(last, i - n_first, i), BLOCK_D)
-    # the border launch's terms, (n_edge, D) per side: rows by column, columns by row
     edge = edge_ptr + b * 4 * n_edge * D + offs_d[None, :]
-    edge_rows = mask & (ROW_TERMS == 0)
-    acc += tl.load(edge + (col * D)[:, None], mask=edge_rows & (row == 0)[:, None], other=0.0)
-    acc += tl.load(edge + ((n_edge + col) * D)[:, None],
-                   mask=edge_rows & (row == H - 1)[:, None], other=0.0)
-    acc += tl.load(edge + ((2 * n_edge + row) * D)[:, None], mask=mask & (col == 0)[:, None],
-                   other=0.0)
-    acc += tl.load(edge + ((3 * n_edge + row) * D)[:, None],
-                   mask=mask & (col == W - 1)[:, None], other=0.0)
-    tl.store(gx_ptr + b * sgx_b + (offs_p * sgx_l)[:, None] + (offs_d * sgx_d)[None, :], acc,
-             mask=mask)
+    gx_base = gx_ptr + b * sgx_b + (offs_d * sgx_d)[None, :]
+    idx = tl.arange(0, STEP)
+    side_rows = tl.minimum(H, 5) * ROW_TERMS
+    if SUMMARY:
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)
+        A_log2 = tl.load(A_ptr + offs_d, mask=mask_d, other=0.0) * LOG2E
+        delta_base = delta_ptr + b * sd_b + (offs_d * sd_d)[None, :]
+        decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
+        flow = tl.zeros([BLOCK_D], dtype=tl.float32)
+    # channels past D (of delta, the border's terms, g_x): none when EVEN, and
+    # their masks then fold away
+    mask_c = mask_d if not EVEN else tl.full([BLOCK_D], 1, tl.int1)
+    # the step's first pixel, moved on a step at a time: no division in the loop
+    row0 = start // W
+    col0 = start - row0 * W
+    for p0 in range(start, end, STEP):
+        pix = p0 + idx
+        if STEP == 1:       # the step is one pixel of the chunk
+            mask_p = tl.full([STEP], 1, tl.int1)
+            row = row0 + idx
+            col = col0 + idx
+            col0 += 1
+            wrap = col0 == W
+            row0 = tl.where(wrap, row0 + 1, row0)
+            col0 = tl.where(wrap, 0, col0)
+        else:               # past the chunk a step's pixels take its first
+            mask_p = pix < end
+            pix = tl.where(mask_p, pix, p0)
+            row = pix // W
+            col = pix - row * W
+        mask = mask_p[:, None] & mask_c[None, :]
+        own = _padded_index(row, col, W)
+        own_ptrs = gh_chan[None, :] + (own * GH_BLOCK)[:, None]
+        acc = tl.load(own_ptrs) * w_centre[None, :]
+        acc = _walk_dilation(acc, own_ptrs, row_step, w1_0, w1_1, w1_2, w1_3, w1_4, w1_5,
+                             w1_6, w1_7, 1, GH_BLOCK)
+        acc = _walk_dilation(acc, own_ptrs, row_step, w3_0, w3_1, w3_2, w3_3, w3_4, w3_5,
+                             w3_6, w3_7, 3, GH_BLOCK)
+        w5_0, w5_1, w5_2, w5_3, w5_4, w5_5, w5_6, w5_7 = _dilation_weights(w_ptr, 2, BLOCK_D)
+        acc = _walk_dilation(acc, own_ptrs, row_step, w5_0, w5_1, w5_2, w5_3, w5_4, w5_5,
+                             w5_6, w5_7, 5, GH_BLOCK)
+        # the border: a loop that only the steps holding pixels of the outer rows
+        # or columns enter: the first row's terms a row inwards an iteration, then
+        # the last row's (with ROW_TERMS), then one iteration for the border
+        # launch's terms ((n_edge, D) per side: rows by column, columns by row)
+        on_first = tl.max((mask_p & (row == 0)).to(tl.int32), axis=0)
+        on_last = tl.max((mask_p & (row == H - 1)).to(tl.int32), axis=0)
+        on_edge = tl.max((mask_p & ((col == 0) | (col == W - 1))).to(tl.int32), axis=0)
+        if ROW_TERMS == 0:
+            on_edge = on_edge | on_first | on_last
+        n_first = on_first * side_rows
+        n_rows = n_first + on_last * side_rows
+        for i in range(0, n_rows + on_edge):
+            if i < n_rows:
+                last = i >= n_first
+                side_row = tl.where(last, H - 1, 0)
+                on_side = (mask_p & (row == side_row)).to(tl.float32)[:, None]
+                acc += on_side * _walk_side_row_term(
+                    tl.zeros([STEP, BLOCK_D], dtype=tl.float32), gh_chan,
+                    w_sides + tl.where(last, SIDE_WEIGHTS * BLOCK_D, 0), side_row,
+                    tl.where(last, -Wp, Wp), col, tl.where(last, i - n_first, i), W,
+                    GH_BLOCK, BLOCK_D)
+            else:
+                edge_rows = mask & (ROW_TERMS == 0)
+                acc += tl.load(edge + (col * D)[:, None],
+                               mask=edge_rows & (row == 0)[:, None], other=0.0)
+                acc += tl.load(edge + ((n_edge + col) * D)[:, None],
+                               mask=edge_rows & (row == H - 1)[:, None], other=0.0)
+                acc += tl.load(edge + ((2 * n_edge + row) * D)[:, None],
+                               mask=mask & (col == 0)[:, None], other=0.0)
+                acc += tl.load(edge + ((3 * n_edge + row) * D)[:, None],
+                               mask=mask & (col == W - 1)[:, None], other=0.0)
+        tl.store(gx_base + (pix * sgx_l)[:, None], acc, mask=mask)
+        if SUMMARY:
+            _, dt = step_size(delta_base + (pix * sd_l)[:, None], mask, bias, HAS_BIAS,
+                              SOFTPLUS)
+            # (the channels past D are never stored: their pixels need no mask)
+            step_decay, step_flow = adjoint_chunk_summary(acc, dt, A_log2, mask_p[:, None])
+            flow += decay * step_flow
+            decay *= step_decay
+    if SUMMARY:
+        summary = (b * tl.num_programs(0) + pid_p) * D + offs_d
+        tl.store(decay_ptr + summary, decay, mask=mask_d)
+        tl.store(flow_ptr + summary, flow, mask=mask_d)
 
 
 # n_strips not specialised: at one strip (images of at most BLOCK_W columns)
@@ -596,16 +722,26 @@ def per_block(weights, block_d):
     return padded.view(taps, n_blocks, block_d).transpose(0, 1).contiguous()
 
 
-def padded_gh(batch, channels, height, width, block_d, device):
+def padded_gh(batch, channels, height, width, block_d, device, read_block_d=None):
     """(batch, channel blocks, padded pixels, block_d) float32 buffer of g_h for
     the input gradient: per image and channel block, H + 2 PAD + 1 rows of W + PAD
     pixels, image row r at row r + PAD after PAD pad pixels. The pad pixels left
     of a row also serve as the right pad of the row before, so every tap of the
     zero-padded transpose reads within the buffer and finds zero outside the
-    image. ``_fusion_bwd_weights_kernel`` writes all of it."""
+    image. ``_fusion_bwd_weights_kernel`` writes all of it. Programs reading
+    ``read_block_d`` channels at a time read the channels past D (those of the
+    next image's first blocks) without masks: the buffer extends past the last
+    image by the blocks its last program's channels reach (never written)."""
     pixels = (height + 2 * PAD + 1) * (width + PAD)
-    return new_output((batch, triton.cdiv(channels, block_d), pixels, block_d),
-                      torch.float32, device)
+    n_blocks = triton.cdiv(channels, block_d)
+    reach = triton.cdiv(channels, read_block_d or block_d) * (read_block_d or block_d)
+    tail = triton.cdiv(reach, block_d) - n_blocks
+    if (n_blocks + tail) * pixels * block_d >= 2 ** 31:
+        raise ValueError(f'state_fusion_triton: the padded g_h of an image of {channels} '
+                         f'channels and {height}x{width} pixels spans 2**31 elements or '
+                         f'more; the Triton kernels index it in int32')
+    flat = new_output((batch * n_blocks + tail, pixels, block_d), torch.float32, device)
+    return flat[:batch * n_blocks].view(batch, n_blocks, pixels, block_d)
 
 
 def check_image_offsets(op_name, *views):
@@ -641,7 +777,7 @@ def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     return out
 
 
-def fusion_backward(g, x, weights, height, width, g_x, C=None):
+def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None):
     """Transpose of :func:`fusion_forward` (without the skip term).
 
     Args:
@@ -650,6 +786,9 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
         weights (Tensor): (NUM_TAPS, D) float32 folded weights.
         g_x (Tensor): (batch, L, D) view to write the input gradient into.
         C (Tensor, optional): (batch, L) view, the fused readout's C.
+        adjoint (selective_scan.triton_backend.AdjointSummaries, optional): the
+            fused op's adjoint scan over g_x, whose chunk summaries the input
+            gradient's programs (one chunk each) then write.
 
     Returns:
         (S (NUM_TAPS, D) float32 weight sums, g_C (batch, L) float32 or None).
@@ -671,8 +810,8 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
     # the weights' sums, writing the padded g_h the next two launches read
     s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
     gc_part = new_output((batch, n_wdblocks, length), torch.float32, dev) if has_c else None
-    gh = padded_gh(batch, channels, height, width, block_d, dev)
-    check_image_offsets('state_fusion_triton', gh.flatten(1, 3)[:, :, None])
+    block_id = block('fusion_bwd_input_block_d', channels)  # the input gradient's
+    gh = padded_gh(batch, channels, height, width, block_d, dev, block_id)
     step_w = steps_per_iteration('fusion_bwd_step_w', block_w, _fusion_bwd_weights_kernel)
     launch(_fusion_bwd_weights_kernel, (n_tiles, n_wdblocks, batch),
            x, per_block(weights, block_wd), g, c_arg, s_part, gc_part if has_c else s_part,
@@ -682,12 +821,12 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            STEP_W=step_w, BLOCK_D=block_wd, GH_BLOCK=block_d,
            num_warps=config['fusion_bwd_warps'],
            reads=(x, g, C), writes=(s_part, gc_part, gh))
-    folded = per_block(weights, block_d)
     # what replicate padding adds on the outer rows and columns: the border
-    # launch's terms per side, for the input gradient's tiles to add; the
-    # tiles take the rows' terms themselves when the tiles on those rows are
-    # few (``fusion_row_terms_min_height`` rows or more)
-    side_weights = per_block(border_weights(weights), block_d)
+    # launch's terms per side, for the input gradient to add; its walk takes
+    # the rows' terms itself when the steps on those rows are few
+    # (``fusion_row_terms_min_height`` rows or more)
+    border = border_weights(weights)
+    side_weights = per_block(border, block_d)
     row_terms = int(height >= config['fusion_row_terms_min_height'])
     n_edge = max(height, width)
     edge = new_output((batch, 4, n_edge, channels), torch.float32, dev)
@@ -700,12 +839,23 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None):
            gh, side_weights, edge, channels, height, width, n_edge, n_row_segs, n_col_segs,
            BLOCK_P=block_e, BLOCK_D=block_d, num_warps=config['fusion_border_warps'],
            reads=(gh[:, :, :ring],), writes=(edge[:, 2 * row_terms:],))
-    block_p = block('fusion_block_p', length)
-    launch(_fusion_bwd_input_kernel, (triton.cdiv(length, block_p), n_dblocks, batch),
-           gh, folded, side_weights, edge, g_x, channels, height, width, length, n_edge,
-           row_terms, *strides(g_x), BLOCK_P=block_p, BLOCK_D=block_d,
-           num_warps=config['fusion_bwd_input_warps'], reads=(gh, edge[:, 2 * row_terms:]),
-           writes=(g_x,))
+    summary = adjoint is not None
+    block_p = adjoint.block_l if summary else block('fusion_bwd_input_block_p', length)
+    delta = adjoint.delta if summary else g_x
+    launch(_fusion_bwd_input_kernel,
+           (triton.cdiv(length, block_p), triton.cdiv(channels, block_id), batch),
+           gh, per_block(weights, block_id), per_block(border, block_id),
+           edge, g_x, delta,
+           *((adjoint.A, adjoint.bias if adjoint.bias is not None else adjoint.A,
+              adjoint.decay, adjoint.flow) if summary else (g_x,) * 4),
+           channels, height, width, length, n_edge, row_terms, *strides(g_x), *strides(delta),
+           SUMMARY=summary, HAS_BIAS=summary and adjoint.bias is not None,
+           SOFTPLUS=summary and adjoint.softplus, EVEN=channels % block_id == 0,
+           BLOCK_P=block_p,
+           STEP=steps_per_iteration('fusion_bwd_input_step', block_p, _fusion_bwd_input_kernel),
+           BLOCK_D=block_id, GH_BLOCK=block_d, num_warps=config['fusion_bwd_input_warps'],
+           reads=(gh, edge[:, 2 * row_terms:], *((delta,) if summary else ())),
+           writes=(g_x, *((adjoint.decay, adjoint.flow) if summary else ())))
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

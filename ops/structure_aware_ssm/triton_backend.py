@@ -24,11 +24,11 @@ Backward:
    partials of g_C and g_h = g_y C into a zero-padded float32 buffer), the
    border's terms (``_fusion_bwd_border_kernel``: reads g_h on the five-pixel
    ring, of the left and right sides only from 20 rows) and the input gradient
-   (``_fusion_bwd_input_kernel``: reads g_h and the border's terms, computes the
-   top and bottom rows' from 20 rows, writes g_x = fusion^T(g_y C), float32);
-2. adjoint scan summary, carry pass, adjoint scan: reads g_x twice, the states,
-   u, delta, g_y; writes g_u (with Dskip g_y), g_delta and the partials of g_B,
-   g_A, g_bias, g_Dskip.
+   (``_fusion_bwd_input_kernel``: reads g_h, the border's terms and delta,
+   computes the top and bottom rows' terms from 20 rows, writes g_x =
+   fusion^T(g_y C), float32, and the adjoint scan's chunk summaries of it);
+2. carry pass, adjoint scan: reads g_x, the states, u, delta, g_y; writes g_u
+   (with Dskip g_y), g_delta and the partials of g_B, g_A, g_bias, g_Dskip.
 
 ``tools/gpu_check.py`` prints the bytes per element of each launch
 (``triton_launch.record_traffic``); ``tests/ops/test_op_contracts.py`` bounds them.
@@ -44,8 +44,8 @@ import torch
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_ssm_args
-from ..selective_scan.triton_backend import (SelectiveScanTritonFn, scan_backward,
-                                             scan_forward)
+from ..selective_scan.triton_backend import (AdjointSummaries, SelectiveScanTritonFn,
+                                             scan_backward, scan_forward)
 from ..state_fusion.triton_backend import (StateFusionTritonFn, fold_tap_weights,
                                            fusion_backward, fusion_forward, kernel_grads)
 from ..triton_launch import new_output, poison, sequence_view
@@ -102,13 +102,15 @@ def ssm_backward(g_y: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
     batch, channels, height, width = u.shape
     g_y_seq = sequence_view(g_y)
     g_x = new_output(states.shape, torch.float32, u.device)
+    delta_seq = sequence_view(delta)
+    summaries = AdjointSummaries.allocate(delta_seq, A, delta_bias, delta_softplus)
     S, g_C = fusion_backward(g_y_seq, states, fold_tap_weights(kernels, alpha), height,
-                             width, g_x, C=sequence_view(C)[..., 0])
+                             width, g_x, C=sequence_view(C)[..., 0], adjoint=summaries)
     g_u, g_delta = poison(torch.empty_like(u)), poison(torch.empty_like(delta))
     _, _, g_A, g_B, g_bias, g_dskip = scan_backward(
-        g_x[..., None], states[..., None], sequence_view(u), sequence_view(delta), A,
+        g_x[..., None], states[..., None], sequence_view(u), delta_seq, A,
         sequence_view(B), delta_bias, delta_softplus, g_y=g_y_seq, Dskip=Dskip,
-        g_u=sequence_view(g_u), g_delta=sequence_view(g_delta))
+        g_u=sequence_view(g_u), g_delta=sequence_view(g_delta), summaries=summaries)
     g_kernels, g_alpha = kernel_grads(S, kernels, alpha)
     bias_dtype = delta_bias.dtype if delta_bias is not None else A.dtype
     return (g_u, g_delta, g_A.to(A.dtype), g_B.reshape(B.shape).to(B.dtype),

@@ -2,16 +2,17 @@
 
 Three launches compute it: the border kernel sums, per side of the image,
 the preimage pixels that replicate padding sends to the outer rows and
-columns (and the corner blocks); the input gradient's tiles gather the
-zero-padded transpose and add those terms (on taller images they compute the
-first and last rows' themselves); the weights' kernel walks its strips a
-pixel (or a few) at a step for the tap sums (and g_C). These tests split
-images into programs of every shape
-(one-pixel strips and tiles, one-row bands, strips and bands that end inside
-the five-pixel border, tiles across rows; sides cut into one-position
-segments, segments that hold one corner, or both) and compare with the
-float64 reference, for the state fusion alone and inside the fused SSM step
-(where g_h = g_y C and the kernels also return the partials of g_C).
+columns (and the corner blocks); the input gradient's programs walk chunks of
+consecutive pixels, gather the zero-padded transpose and add those terms (on
+taller images they compute the first and last rows' themselves; in the fused
+op they also form the adjoint scan's chunk summaries); the weights' kernel
+walks its strips a pixel (or a few) at a step for the tap sums (and g_C).
+These tests split images into programs of every shape (one-pixel strips and
+chunks, one-row bands, strips and bands that end inside the five-pixel
+border, chunks across rows; sides cut into one-position segments, segments
+that hold one corner, or both) and compare with the float64 reference, for
+the state fusion alone and inside the fused SSM step (where g_h = g_y C and
+the kernels also return the partials of g_C).
 """
 import os
 
@@ -26,7 +27,7 @@ pytest.importorskip('triton')
 from mmspatial.ops.state_fusion import state_fusion_ref  # noqa: E402
 from mmspatial.ops.structure_aware_ssm import structure_aware_ssm_ref  # noqa: E402
 from mmspatial.ops.state_fusion.triton_backend import (  # noqa: E402
-    check_image_offsets, per_block, state_fusion_triton)
+    check_image_offsets, padded_gh, per_block, state_fusion_triton)
 from mmspatial.ops.structure_aware_ssm.triton_backend import (  # noqa: E402
     structure_aware_ssm_triton)
 from mmspatial.ops.triton_launch import kernels_interpreted, override_config  # noqa: E402
@@ -73,7 +74,7 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_block_p=block_w,
                          fusion_bwd_rows=rows, fusion_block_d=2, fusion_block_p=block_w,
-                         fusion_border_block_p=border_block,
+                         fusion_bwd_input_block_p=block_w, fusion_border_block_p=border_block,
                          fusion_row_terms_min_height=1 if row_terms else height + 1):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
@@ -81,11 +82,20 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
         assert rel_err(o, r) < 2e-6, name
 
 
-@pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms,step_w',
-                         [(9, 7, 2, 4, 4, True, 1), (5, 13, 4, 2, 2, False, None)])
+# (H, W, weights' columns per strip, rows per band, border segment, the rows'
+# terms from the input gradient, the weights' and the input gradient's pixels
+# a step: one as compiled, two with partial steps (chunks of 8), or the whole
+# strip or chunk)
+FUSED_SPLITS = [(9, 7, 2, 4, 4, True, 1, 1), (5, 13, 4, 2, 2, False, None, None),
+                (7, 5, 4, 3, 2, False, 2, 1), (11, 3, 2, 5, 4, True, None, 2)]
+
+
+@pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms,step_w,'
+                         'input_step', FUSED_SPLITS)
 def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block,
-                                                 row_terms, step_w):
-    """The fused op's backward (C-weighted g_h, g_C partials) on split images."""
+                                                 row_terms, step_w, input_step):
+    """The fused op's backward (C-weighted g_h, g_C partials; the adjoint
+    scan's chunk summaries from the input gradient's walk) on split images."""
     gen = torch.Generator().manual_seed(7)
     shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
                   C=(1, 1, height, width), kernels=(3, 3, 3, 3))
@@ -106,7 +116,8 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, b
                          fusion_bwd_rows=rows, fusion_block_d=2, scan_block_l=8,
                          fusion_block_p=block_w, fusion_border_block_p=border_block,
                          fusion_row_terms_min_height=1 if row_terms else height + 1,
-                         fusion_bwd_step_w=step_w, scan_block_d=2, scan_block_c=2):
+                         fusion_bwd_step_w=step_w, fusion_bwd_input_step=input_step,
+                         scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):
         assert rel_err(o, r) < 1e-5, name
@@ -125,6 +136,29 @@ def test_weights_walk_in_steps(step_w, channels):
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_block_p=4, fusion_bwd_rows=2,
                          fusion_bwd_step_w=step_w, fusion_bwd_block_d=4, fusion_block_d=2):
+        out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
+                                                  for t in (x, kernels, alpha, g)))
+    for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
+        assert rel_err(o, r) < 2e-6, name
+
+
+@pytest.mark.parametrize('step,channels,row_terms', [(1, 4, True), (1, 3, False),
+                                                     (2, 3, True)])
+def test_input_gradient_walk_in_steps(step, channels, row_terms):
+    """The input gradient a pixel a step (as compiled, ``fusion_bwd_input_step``
+    1) or two, in programs of 8 pixels across rows of 7, with a partial step at
+    the image's end; the channels filling their block (4: the gathers of g_h
+    unmasked) or not; the first and last rows' terms in the walk or from the
+    border launch."""
+    gen = torch.Generator().manual_seed(13)
+    x, g = (torch.randn(1, channels, 5, 7, generator=gen, dtype=torch.float64)
+            for _ in range(2))
+    kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
+    alpha = torch.randn(3, generator=gen, dtype=torch.float64)
+    ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
+    with override_config(poison_outputs=True, fusion_bwd_input_step=step,
+                         fusion_bwd_input_block_p=8, fusion_bwd_input_block_d=4,
+                         fusion_block_d=2, fusion_row_terms_min_height=1 if row_terms else 6):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
     for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
@@ -151,6 +185,21 @@ def test_weights_per_channel_block():
     assert torch.equal(blocked[1, 7], weights[7, 2:4])
     assert torch.equal(blocked[2, :, 0], weights[:, 4])
     assert (blocked[2, :, 1] == 0).all()
+
+
+def test_padded_gh_reaches_past_the_last_image():
+    """The input gradient reads 128 channels at a time without masks: at D 192
+    the buffer extends past the last image by the two 32-channel blocks its
+    last program reaches; an image whose padded g_h (tail included) spans
+    2**31 elements is refused."""
+    gh = padded_gh(2, 192, 4, 5, 32, 'meta', 128)
+    pixels = (4 + 2 * 5 + 1) * (5 + 5)
+    assert gh.shape == (2, 6, pixels, 32)
+    assert gh.untyped_storage().nbytes() == (2 * 6 + 2) * pixels * 32 * 4
+    assert padded_gh(2, 128, 4, 5, 32, 'meta', 128).untyped_storage().nbytes() == \
+        2 * 4 * pixels * 32 * 4
+    with pytest.raises(ValueError, match=r'spans 2\*\*31'):
+        padded_gh(1, 4096, 1000, 1000, 32, 'meta', 128)
 
 
 def test_image_spanning_int32_is_refused():

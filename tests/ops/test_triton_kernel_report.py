@@ -143,17 +143,18 @@ def test_missing_triton36_fails_where_the_triton_tests_are_required(tmp_path):
 
 def test_border_share_is_reported(report):
     """The backward's border work is priced against its main stencil: the border
-    launch, and the input gradient's loop over the first and last rows (at
-    detection's 200 rows its tiles take those rows' terms), by what it adds to
-    its launch's estimate."""
+    launch, and the input gradient's border loop (at detection's 200 rows its
+    walk takes the first and last rows' terms), by what it adds to its
+    launch's estimate."""
     for triton in TRITONS:
         shares = [v for (task, t), v in _border(report).items() if triton_label(t) == triton]
         assert shares and all(0 < v['border_us'] < v['rest_us'] for v in shares)
     inputs = [r for r in report['records'] if r['kernel'] == '_fusion_bwd_input_kernel'
               and r['target'] == 'sm_90a' and r['regime'] == 'detection 800x1344 b2 T s1']
-    # two loop nests: the dilations', the rows' (the tiles on the first and
-    # last rows enter it)
-    assert inputs and all(r['loops_matched'] and len(r['nest_instr']) == 2 for r in inputs)
+    # one loop nest: the walk's steps, and in it the border loop (the steps on
+    # the outer rows and columns enter it)
+    assert inputs and all(r['loops_matched'] and len(r['nest_instr']) == 1
+                          and len(r['depth_instr'][0]) == 2 for r in inputs)
     for r in inputs:
         assert 0 < r['border_dynamic_instr'] < 0.05 * r['dynamic_instr']
         assert 0 <= r['border_us'] <= r['est_us'] - 4.0

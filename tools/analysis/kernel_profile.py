@@ -54,10 +54,18 @@ class Nests(tuple):
     first) per nest, for kernels with more than one."""
 
 
-def _tiles_holding(first, last, block, length):
-    """Mean over the tiles of ``block`` positions of a sequence of ``length``:
-    the share of the tiles holding a position in [first, last]."""
-    return (last // block - first // block + 1) / _cdiv(length, block)
+def _input_border_trips(a):
+    """Mean trips per step of the input gradient's border loop: (side rows x
+    steps on the first and last rows + steps holding a pixel of the border
+    launch's sides) / steps, steps of STEP pixels counted per row."""
+    height, width, step = a['H'], a['W'], a['STEP']
+    row_steps = _cdiv(width, step)
+    rows = a['ROW_TERMS'] * min(height, 5) * row_steps * min(height, 2)
+    if a['ROW_TERMS']:      # the steps holding the first or last column
+        edge = height * min(row_steps, 2)
+    else:                   # ... or a pixel of the first or last row
+        edge = min(height, 2) * row_steps + max(height - 2, 0) * min(row_steps, 2)
+    return (rows + edge) / (height * row_steps)
 
 
 # Loops of each kernel's source: trip counts from the launch's bound arguments
@@ -68,12 +76,11 @@ TRIP_COUNTS = {
     '_scan_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_bwd_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
     '_scan_carry_kernel': lambda a: [_cdiv(a['n_chunks'], a['BLOCK_C'])],
-    # the dilations; the first and last rows' terms (when ROW_TERMS), a row
-    # inwards a step, in the tiles holding pixels of those rows
-    '_fusion_bwd_input_kernel': lambda a: Nests((
-        (3,), (a['ROW_TERMS'] * min(a['H'], 5) * (
-            _tiles_holding(0, a['W'] - 1, a['BLOCK_P'], a['L'])
-            + _tiles_holding(a['L'] - a['W'], a['L'] - 1, a['BLOCK_P'], a['L'])),))),
+    # the steps of a program's walk; the border loop, which only the steps on
+    # the outer rows or columns enter: 5 rows' terms a step on the first and
+    # last rows (when ROW_TERMS), one iteration for the border launch's terms
+    '_fusion_bwd_input_kernel': lambda a: [
+        a['L'] / _cdiv(a['L'], a['BLOCK_P']) / a['STEP'], _input_border_trips(a)],
     # the rows of a band, the steps along a row of its strip
     '_fusion_bwd_weights_kernel': lambda a: [
         _mean_band_rows(a['H'], a['ROWS']),
@@ -82,9 +89,10 @@ TRIP_COUNTS = {
     # of an image and channel block
     '_fusion_bwd_border_kernel': lambda a: [4 / (2 * (a['n_row_segs'] + a['n_col_segs']))],
 }
-# Loop nests that compute what replicate padding adds at the border, outside
-# the border launch: (kernel, nest indices of its Nests)
-BORDER_NESTS = {'_fusion_bwd_input_kernel': (1,)}
+# Loops that compute what replicate padding adds at the border, outside the
+# border launch: kernel -> (loop nest index, depth): the instructions of that
+# nest at that depth and deeper
+BORDER_LOOPS = {'_fusion_bwd_input_kernel': (0, 2)}
 
 
 # --------------------------------------------------------------------- capture
@@ -188,7 +196,7 @@ def sass_stats(cubin, trip_counts=()):
     (a source loop the compiler unrolled, innermost first, is already repeated
     in the code). ``trip_counts`` may instead hold one such list per loop nest,
     in the order of the code (a :class:`Nests`); ``nest_instr`` then gives each
-    nest's dynamic instructions. ``loops_matched`` says whether the depths of
+    nest's dynamic instructions, ``depth_instr`` each nest's per depth. ``loops_matched`` says whether the depths of
     the largest nest (of every nest, with a :class:`Nests`) agree with the trip
     counts.
     """
@@ -275,6 +283,7 @@ def sass_stats(cubin, trip_counts=()):
         max_depth = nest_depth(main)
         loops_matched = matched(main, trips)
     nest_instr = [0.0] * len(nests)
+    depth_instr = [[] for _ in nests]       # per nest, per depth from 1
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
@@ -283,6 +292,9 @@ def sass_stats(cubin, trip_counts=()):
         dynamic += weight
         if nest is not None:
             nest_instr[nest] += weight
+            levels = depth_instr[nest]
+            levels += [0.0] * (depth(address) - len(levels))
+            levels[depth(address) - 1] += weight
         if op.startswith('BAR'):
             barriers += 1
             dynamic_barriers += weight
@@ -297,7 +309,7 @@ def sass_stats(cubin, trip_counts=()):
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
                 dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
                 sass_loops=len(loops), loop_depth=max_depth, nest_instr=nest_instr,
-                loops_matched=loops_matched)
+                depth_instr=depth_instr, loops_matched=loops_matched)
 
 
 def amdgcn_stats(asm):
@@ -353,9 +365,10 @@ def profile(regimes, targets, ops=('fused',), log=print):
                 if (key, trips) not in weighed:
                     if target_name == 'sm_90a':
                         stats = sass_stats(binary.asm['cubin'], trips)
+                        nest, depth = BORDER_LOOPS.get(name, (None, 0))
                         stats['border_dynamic_instr'] = sum(
-                            stats['nest_instr'][i] for i in BORDER_NESTS.get(name, ())
-                            if i < len(stats['nest_instr']))     # else loops_matched False
+                            stats['depth_instr'][nest][depth - 1:]
+                            if nest is not None and nest < len(stats['depth_instr']) else ())
                     else:
                         stats = amdgcn_stats(binary.asm['amdgcn'])
                     stats.update(smem_bytes=max(stats['smem_bytes'], binary.metadata.shared),
