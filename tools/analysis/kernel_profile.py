@@ -49,11 +49,6 @@ def _mean_band_rows(height, rows):
     return height / _cdiv(height, rows)
 
 
-class Nests(tuple):
-    """Trip counts per loop nest, in the order of the code: one list (outermost
-    first) per nest, for kernels with more than one."""
-
-
 def _input_border_trips(a):
     """Mean trips per step of the input gradient's border loop: (side rows x
     steps on the first and last rows + steps holding a pixel of the border
@@ -70,7 +65,7 @@ def _input_border_trips(a):
 
 # Loops of each kernel's source: trip counts from the launch's bound arguments
 # (name -> value), outermost first, by depth (per-program means, fractional
-# where only some programs enter a loop), or per nest (:class:`Nests`).
+# where only some programs or steps enter a loop).
 # Kernels not listed have no loop (their ``tl.static_range`` taps are unrolled).
 TRIP_COUNTS = {
     '_scan_chunk_kernel': lambda a: [_cdiv(min(a['BLOCK_L'], a['L']), a['BLOCK_T'])],
@@ -194,11 +189,10 @@ def sass_stats(cubin, trip_counts=()):
     Loops: each backward branch closes a loop over [target, branch]; nested
     loops get the trip counts of ``trip_counts`` (outermost first) by depth
     (a source loop the compiler unrolled, innermost first, is already repeated
-    in the code). ``trip_counts`` may instead hold one such list per loop nest,
-    in the order of the code (a :class:`Nests`); ``nest_instr`` then gives each
-    nest's dynamic instructions, ``depth_instr`` each nest's per depth. ``loops_matched`` says whether the depths of
-    the largest nest (of every nest, with a :class:`Nests`) agree with the trip
-    counts.
+    in the code). ``nest_instr`` gives each top-level loop nest's dynamic
+    instructions, ``depth_instr`` each nest's per depth (from 1);
+    ``loops_matched`` says whether the depths of the largest nest agree with
+    the trip counts.
     """
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
         f.write(cubin)
@@ -251,19 +245,15 @@ def sass_stats(cubin, trip_counts=()):
         return sum(1 for address, _, _ in body if span[0] <= address <= span[1])
     nests = sorted(span for span in loops if depth(span[0]) == 1)
     main = max(nests, key=size, default=None)
-    per_nest = isinstance(trip_counts, Nests)
-    trips = list(trip_counts) if not per_nest else []
+    trips = list(trip_counts)
 
     def nest_of(address):
         return next((i for i, (lo, hi) in enumerate(nests) if lo <= address <= hi), None)
 
-    def weight_of(address, nest):
+    def weight_of(address):
         d = depth(address)
-        counts = trips
-        if per_nest and d:
-            counts = list(trip_counts[nest]) if nest < len(trip_counts) else []
         weight = 1
-        for trip in (counts + [1] * d)[:d]:
+        for trip in (trips + [1] * d)[:d]:
             weight *= trip
         return weight
 
@@ -272,23 +262,15 @@ def sass_stats(cubin, trip_counts=()):
             return 0
         return max((depth(lo) for lo, hi in loops if span[0] <= lo <= span[1]), default=0)
 
-    def matched(span, counts):
-        return nest_depth(span) == len(counts) or all(
-            trip == 1 for trip in counts[nest_depth(span):])
-    if per_nest:
-        max_depth = max((nest_depth(span) for span in nests), default=0)
-        loops_matched = len(nests) == len(trip_counts) and all(
-            matched(span, list(counts)) for span, counts in zip(nests, trip_counts))
-    else:
-        max_depth = nest_depth(main)
-        loops_matched = matched(main, trips)
+    max_depth = nest_depth(main)
+    loops_matched = max_depth == len(trips) or all(trip == 1 for trip in trips[max_depth:])
     nest_instr = [0.0] * len(nests)
     depth_instr = [[] for _ in nests]       # per nest, per depth from 1
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
     for address, op, text in body:
         nest = nest_of(address)
-        weight = weight_of(address, nest)
+        weight = weight_of(address)
         dynamic += weight
         if nest is not None:
             nest_instr[nest] += weight
@@ -360,8 +342,7 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     log(f'[kernel_profile] {triton.__version__} {target_name} {name} '
                         f'{regime.name}: {seconds:.1f} s')
                 binary, seconds = compiled[key]
-                trips = TRIP_COUNTS.get(name, lambda a: [])(bound)
-                trips = trips if isinstance(trips, Nests) else tuple(trips)
+                trips = tuple(TRIP_COUNTS.get(name, lambda a: [])(bound))
                 if (key, trips) not in weighed:
                     if target_name == 'sm_90a':
                         stats = sass_stats(binary.asm['cubin'], trips)
