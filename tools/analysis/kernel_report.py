@@ -66,8 +66,10 @@ at {MODEL['hbm_tb_s']} TB/s.
 Instructions per element are thread-instructions (warp-instructions x 32) per
 element of (batch, D, L).
 Border share: the border launch's estimate, plus what the stencil launches'
-border loop nests add to theirs (their estimate less the one without those
-nests' instructions), against the rest of the stencil launches' estimates."""
+border loops add to theirs (their estimate less the one without those loops'
+instructions), against the rest of the stencil launches' estimates (the
+input gradient's with the adjoint scan's chunk summaries it forms in the
+fused op)."""
 
 
 def blocks_per_sm(record):
@@ -101,8 +103,8 @@ def model(record):
     record['instr_us'] = warp_instr / rate
     record['bytes_us'] = bytes_us
     record['est_us'] = max(record['instr_us'], bytes_us) + MODEL['launch_us']
-    # what the loop nests that add replicate padding's border terms inside
-    # this launch cost it: its estimate less the estimate without them
+    # what the loops that add replicate padding's border terms inside this
+    # launch cost it: its estimate less the estimate without them
     without = warp_instr * (1 - record.get('border_dynamic_instr', 0)
                             / max(record['dynamic_instr'], 1)) / rate
     record['border_us'] = record['est_us'] - max(without, bytes_us) - MODEL['launch_us']
@@ -122,7 +124,7 @@ def task_of(regime_name):
 
 def border_shares(records):
     """[{task, triton, border_us, rest_us, stages}]: the backward's border work
-    (the border launches, and the border loop nests of the stencil launches:
+    (the border launches, and the border loops of the stencil launches:
     ``border_us`` of :func:`model`) and the rest of its stencil launches,
     ``est_us`` summed over the stages of each task profiled, on sm_90a."""
     shares = {}
