@@ -87,7 +87,8 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
 # a step: one as compiled, two with partial steps (chunks of 8), or the whole
 # strip or chunk)
 FUSED_SPLITS = [(9, 7, 2, 4, 4, True, 1, 1), (5, 13, 4, 2, 2, False, None, None),
-                (7, 5, 4, 3, 2, False, 2, 1), (11, 3, 2, 5, 4, True, None, 2)]
+                (7, 5, 4, 3, 2, False, 2, 1), (11, 3, 2, 5, 4, True, None, 2),
+                (1, 11, 4, 1, 2, True, None, 1)]
 
 
 @pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms,step_w,'
@@ -142,23 +143,25 @@ def test_weights_walk_in_steps(step_w, channels):
         assert rel_err(o, r) < 2e-6, name
 
 
-@pytest.mark.parametrize('step,channels,row_terms', [(1, 4, True), (1, 3, False),
-                                                     (2, 3, True)])
-def test_input_gradient_walk_in_steps(step, channels, row_terms):
+@pytest.mark.parametrize('height,width,step,channels,row_terms', [
+    (5, 7, 1, 4, True), (5, 7, 1, 3, False), (5, 7, 2, 3, True), (1, 7, 1, 3, True),
+    (6, 1, 1, 3, False)])
+def test_input_gradient_walk_in_steps(height, width, step, channels, row_terms):
     """The input gradient a pixel a step (as compiled, ``fusion_bwd_input_step``
-    1) or two, in programs of 8 pixels across rows of 7, with a partial step at
-    the image's end; the channels filling their block (4: the gathers of g_h
-    unmasked) or not; the first and last rows' terms in the walk or from the
-    border launch."""
+    1) or two, in programs of 8 pixels across rows of 7 (a partial step at the
+    image's end), along one row, down one column; the channels filling their
+    block of 4 or not (the gathers of g_h read past D unmasked); the first and
+    last rows' terms in the walk or from the border launch."""
     gen = torch.Generator().manual_seed(13)
-    x, g = (torch.randn(1, channels, 5, 7, generator=gen, dtype=torch.float64)
+    x, g = (torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
             for _ in range(2))
     kernels = torch.randn(3, channels, 3, 3, generator=gen, dtype=torch.float64)
     alpha = torch.randn(3, generator=gen, dtype=torch.float64)
     ref = fusion_grads(state_fusion_ref, x, kernels, alpha, g)
     with override_config(poison_outputs=True, fusion_bwd_input_step=step,
                          fusion_bwd_input_block_p=8, fusion_bwd_input_block_d=4,
-                         fusion_block_d=2, fusion_row_terms_min_height=1 if row_terms else 6):
+                         fusion_block_d=2,
+                         fusion_row_terms_min_height=1 if row_terms else height + 1):
         out = fusion_grads(state_fusion_triton, *(t.float().to(DEVICE)
                                                   for t in (x, kernels, alpha, g)))
     for name, o, r in zip(('out', 'x', 'kernels', 'alpha'), out, ref):
