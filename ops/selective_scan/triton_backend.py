@@ -330,9 +330,10 @@ class AdjointSummaries(NamedTuple):
         batch, length, channels = delta.shape
         block_l, _, _, n_chunks, _ = _grid(batch, channels, 1, length)
         A, bias, _ = _params(A, delta_bias)
-        decay = new_output((batch, n_chunks, channels), torch.float32, delta.device)
+        decay, flow = (new_output((batch, n_chunks, channels), torch.float32, delta.device)
+                       for _ in range(2))
         return cls(delta, A[:, 0].contiguous(), bias, bool(delta_softplus), block_l, decay,
-                   torch.empty_like(decay))
+                   flow)
 
 
 def _carry(decay, end, channels, reverse):
