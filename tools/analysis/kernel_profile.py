@@ -55,7 +55,7 @@ def _input_border_trips(a):
     launch's sides) / steps, steps of STEP pixels counted per row."""
     height, width, step = a['H'], a['W'], a['STEP']
     row_steps = _cdiv(width, step)
-    rows = a['ROW_TERMS'] * min(height, 5) * row_steps * min(height, 2)
+    rows = a['ROW_TERMS'] * min(height, 5) * row_steps * 2    # one row: its steps take both
     if a['ROW_TERMS']:      # the steps holding the first or last column
         edge = height * min(row_steps, 2)
     else:                   # ... or a pixel of the first or last row
