@@ -238,10 +238,12 @@ def _fusion_fwd_kernel(x_ptr, w_ptr, c_ptr, u_ptr, dskip_ptr, out_ptr, D, H, W, 
 
 
 @triton.jit
-def _padded_tile(gh_block, pix, pmask, BLOCK_D: tl.constexpr):
+def _padded_tile(gh_chan, pix, pmask, GH_BLOCK: tl.constexpr):
     """(pixels, BLOCK_D) tile of the padded g_h at padded pixel indices ``pix``,
-    zero where ``pmask`` is false (not read); unmasked when ``pmask`` is None."""
-    ptrs = gh_block + (pix * BLOCK_D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    zero where ``pmask`` is false (not read); unmasked when ``pmask`` is None.
+    ``gh_chan``: the (BLOCK_D,) pointers of the channels at the image's first
+    padded pixel, in their blocks of GH_BLOCK channels (:func:`padded_gh`)."""
+    ptrs = gh_chan[None, :] + (pix * GH_BLOCK)[:, None]
     if pmask is None:
         tile = tl.load(ptrs)
     else:
@@ -316,8 +318,8 @@ def _weights_tile(w_row, positions):
 
 
 @triton.jit
-def _side_row_term(acc, gh_block, w_side, origin, inward, along, t, M,
-                   BLOCK_D: tl.constexpr):
+def _side_row_term(acc, gh_chan, w_side, origin, inward, along, t, M,
+                   GH_BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     """Edge terms of one side at its positions t (each on the side), from its
     M-th row inwards (M < 5): the side's 9 taps (offset -d inwards, e along,
     d in DILATIONS) add ``w g_h(origin + M inward + (t - e) along)`` for M < d.
@@ -326,19 +328,19 @@ def _side_row_term(acc, gh_block, w_side, origin, inward, along, t, M,
     three dilations shares the row: weight row M of the side is its weights
     summed over d > M."""
     row = origin + M * inward
-    acc += (_padded_tile(gh_block, row + t * along, None, BLOCK_D)
+    acc += (_padded_tile(gh_chan, row + t * along, None, GH_BLOCK)
             * _weights_tile(w_side + M * BLOCK_D, t))
     for DI in tl.static_range(3):
         if M < 2 * DI + 1:
             for SIGN in tl.static_range(2):
                 src = t - (2 * SIGN - 1) * (2 * DI + 1)
-                acc += (_padded_tile(gh_block, row + src * along, None, BLOCK_D)
+                acc += (_padded_tile(gh_chan, row + src * along, None, GH_BLOCK)
                         * _weights_tile(w_side + (5 + 2 * DI + SIGN) * BLOCK_D, t))
     return acc
 
 
 @triton.jit
-def _corner_block(gh_block, w_corner, origin, inward, step, BLOCK_D: tl.constexpr):
+def _corner_block(gh_chan, w_corner, origin, inward, step, BLOCK_D: tl.constexpr):
     """(BLOCK_D,) corner term: for the corner's diagonal taps (d, d), ``w_d
     sum g_h`` over the d x d block of the corner (clipped to the image: the pad
     of g_h is zero); the blocks nest, so pixel (m, q) of the 5 x 5 block
@@ -348,7 +350,7 @@ def _corner_block(gh_block, w_corner, origin, inward, step, BLOCK_D: tl.constexp
     pos = tl.arange(0, 32)
     m = pos // 5
     q = pos % 5
-    gh = _padded_tile(gh_block, origin + m * inward + q * step, pos < 25, BLOCK_D)
+    gh = _padded_tile(gh_chan, origin + m * inward + q * step, pos < 25, BLOCK_D)
     reach = tl.maximum(m, q)[:, None]
     weight = (_weights_tile(w_corner + 2 * BLOCK_D, pos)
               + tl.where(reach < 3, _weights_tile(w_corner + BLOCK_D, pos), 0.0)
@@ -392,14 +394,15 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
     mask_t = t < n_along
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    gh_block = gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
+    gh_chan = (gh_ptr + (b * tl.num_programs(1) + pid_d) * (_padded_pixels(H, W) * BLOCK_D)
+               + tl.arange(0, BLOCK_D))
     w_block = w_ptr + pid_d * (N_BORDER_WEIGHTS * BLOCK_D) + tl.arange(0, BLOCK_D)
     w_side = w_block + side * (SIDE_WEIGHTS * BLOCK_D)
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
     t_on_side = tl.minimum(t, n_along - 1)       # lanes past the side take its end
     for M in tl.static_range(5):
-        acc = _side_row_term(acc, gh_block, w_side, origin, inward, along, t_on_side, M,
-                             BLOCK_D)
+        acc = _side_row_term(acc, gh_chan, w_side, origin, inward, along, t_on_side, M,
+                             BLOCK_D, BLOCK_D)
     # a column's corners: in its first segment (t = 0) and its last (t = H - 1)
     n_corners = tl.where(is_col, (seg == 0).to(tl.int32) + (seg == n_segs - 1).to(tl.int32), 0)
     for k in range(0, n_corners):
@@ -407,39 +410,12 @@ def _fusion_bwd_border_kernel(gh_ptr, w_ptr, edge_ptr, D, H, W, n_edge, n_row_se
         corner_t = tl.where(bottom, H - 1, 0)
         corner = 2 * bottom.to(tl.int32) + far.to(tl.int32)
         w_corner = w_block + (4 * SIDE_WEIGHTS + 3 * corner) * BLOCK_D
-        block = _corner_block(gh_block, w_corner,
+        block = _corner_block(gh_chan, w_corner,
                               _padded_index(corner_t, tl.where(far, W - 1, 0), W),
                               tl.where(bottom, -Wp, Wp), tl.where(far, -1, 1), BLOCK_D)
         acc += tl.where(t[:, None] == corner_t, block[None, :], 0.0)
     out = edge_ptr + ((b * 4 + side) * n_edge + t.to(tl.int64))[:, None] * D + offs_d[None, :]
     tl.store(out, acc, mask=mask_t[:, None] & mask_d[None, :])
-
-
-@triton.jit
-def _walk_side_row_term(acc, gh_chan, w_side, side_row, inward, col, M, W,
-                        GH_BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """:func:`_side_row_term` at the (STEP, BLOCK_D) pixels of a walk's step on a
-    side row: the terms of its M-th row inwards, gathered per channel from the
-    padded g_h (``gh_chan``: the channels' (BLOCK_D,) pointers into their
-    blocks; ``w_side``: the (BLOCK_D,) pointers of the side's weights)."""
-    row = _padded_index(side_row, 0, W) + M * inward
-    acc += (_walk_gather(gh_chan, row + col, GH_BLOCK)
-            * tl.load(w_side + M * BLOCK_D)[None, :])
-    for DI in tl.static_range(3):
-        if M < 2 * DI + 1:
-            for SIGN in tl.static_range(2):
-                src = col - (2 * SIGN - 1) * (2 * DI + 1)
-                acc += (_walk_gather(gh_chan, row + src, GH_BLOCK)
-                        * tl.load(w_side + (5 + 2 * DI + SIGN) * BLOCK_D)[None, :])
-    return acc
-
-
-@triton.jit
-def _walk_gather(gh_chan, pix, GH_BLOCK: tl.constexpr):
-    """(STEP, BLOCK_D) tile of the padded g_h at padded pixels ``pix`` (STEP,),
-    unmasked: the channels past D read the next image's, or the buffer's tail
-    (:func:`padded_gh`)."""
-    return tl.load(gh_chan[None, :] + (pix * GH_BLOCK)[:, None])
 
 
 @triton.jit
@@ -486,7 +462,7 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, delta_
     (channel blocks of GH_BLOCK; the pad is zero), plus what replicate
     padding adds on the image's outer rows and columns: on its first and last
     rows, when ROW_TERMS is 1, from the rows of g_h the taps read anyway
-    (:func:`_walk_side_row_term`, side weights ``side_w_ptr`` of
+    (:func:`_side_row_term`, side weights ``side_w_ptr`` of
     :func:`border_weights`), else and on its first and last columns the terms
     that ``_fusion_bwd_border_kernel`` left in ``edge_ptr``.
 
@@ -576,11 +552,11 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, delta_
                 last = i >= n_first
                 side_row = tl.where(last, H - 1, 0)
                 on_side = (mask_p & (row == side_row)).to(tl.float32)[:, None]
-                acc += on_side * _walk_side_row_term(
+                acc += on_side * _side_row_term(
                     tl.zeros([STEP, BLOCK_D], dtype=tl.float32), gh_chan,
-                    w_sides + tl.where(last, SIDE_WEIGHTS * BLOCK_D, 0), side_row,
-                    tl.where(last, -Wp, Wp), col, tl.where(last, i - n_first, i), W,
-                    GH_BLOCK, BLOCK_D)
+                    w_sides + tl.where(last, SIDE_WEIGHTS * BLOCK_D, 0),
+                    _padded_index(side_row, 0, W), tl.where(last, -Wp, Wp), 1, col,
+                    tl.where(last, i - n_first, i), GH_BLOCK, BLOCK_D)
             else:
                 edge_rows = mask & (ROW_TERMS == 0)
                 acc += tl.load(edge + (col * D)[:, None],

@@ -264,7 +264,6 @@ def sass_stats(cubin, trip_counts=()):
 
     max_depth = nest_depth(main)
     loops_matched = max_depth == len(trips) or all(trip == 1 for trip in trips[max_depth:])
-    nest_instr = [0.0] * len(nests)
     depth_instr = [[] for _ in nests]       # per nest, per depth from 1
     dynamic = barriers = dynamic_barriers = 0
     spill_store = spill_load = 0
@@ -273,7 +272,6 @@ def sass_stats(cubin, trip_counts=()):
         weight = weight_of(address)
         dynamic += weight
         if nest is not None:
-            nest_instr[nest] += weight
             levels = depth_instr[nest]
             levels += [0.0] * (depth(address) - len(levels))
             levels[depth(address) - 1] += weight
@@ -290,7 +288,8 @@ def sass_stats(cubin, trip_counts=()):
                 spill_bytes=spill_store, spill_load_bytes=spill_load,
                 smem_bytes=int(res.get('SHARED', 0)), static_instr=len(body),
                 dynamic_instr=dynamic, barriers=barriers, dynamic_barriers=dynamic_barriers,
-                sass_loops=len(loops), loop_depth=max_depth, nest_instr=nest_instr,
+                sass_loops=len(loops), loop_depth=max_depth,
+                nest_instr=[sum(levels) for levels in depth_instr],
                 depth_instr=depth_instr, loops_matched=loops_matched)
 
 
