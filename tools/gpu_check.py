@@ -237,7 +237,9 @@ def _composition():
 def step_time(args, out_dir):
     from mmspatial.benchmarking import forward_backward, fused_args, ssm_inputs, time_ms
     from mmspatial.kernel_traffic import bytes_per_element, fused_op_traffic
-    from mmspatial.ops.selective_scan.triton_backend import scan_backward, scan_forward
+    from mmspatial.ops.selective_scan.triton_backend import (AdjointFusionSums,
+                                                             AdjointSummaries, scan_backward,
+                                                             scan_forward)
     from mmspatial.ops.state_fusion.triton_backend import (fold_tap_weights,
                                                            fusion_backward, fusion_forward)
     from mmspatial.ops.structure_aware_ssm.torch_backend import structure_aware_ssm_torch
@@ -262,6 +264,10 @@ def step_time(args, out_dir):
         y = torch.empty(x['u'].shape, device=dev, memory_format=torch.channels_last)
         g_x = torch.empty_like(states)
         g_y = torch.randn_like(y)
+        # the fused op's backward: the input gradient forms the adjoint scan's
+        # chunk summaries, the adjoint scan the fusion's weight sums
+        summaries = AdjointSummaries.allocate(delta, x['A'], x['delta_bias'])
+        fusion_sums = AdjointFusionSums.allocate(C, weights, height, width, delta)
 
         def ms(fn):
             with torch.no_grad():
@@ -281,11 +287,13 @@ def step_time(args, out_dir):
             ('fusion + readout forward', lambda: fusion_forward(
                 states, weights, height, width, sequence_view(y), C=C, u=u,
                 Dskip=x['Dskip'])),
-            ('fusion backward (+ border)', lambda: fusion_backward(
-                sequence_view(g_y), states, weights, height, width, g_x, C=C)),
-            ('adjoint scan (3 launches)', lambda: scan_backward(
+            ('fusion backward: g_h, border, input gradient', lambda: fusion_backward(
+                sequence_view(g_y), states, weights, height, width, g_x, C=C,
+                adjoint=summaries, weight_sums=False)),
+            ('adjoint scan + weight sums (2 launches)', lambda: scan_backward(
                 g_x[..., None], states[..., None], u, delta, x['A'], B, x['delta_bias'],
-                g_y=sequence_view(g_y), Dskip=x['Dskip'])),
+                g_y=sequence_view(g_y), Dskip=x['Dskip'], summaries=summaries,
+                fusion=fusion_sums)),
         ]
         for label, fn in launchers:
             rows.append((name, f'  {label}', f'{ms(fn):.3f}', '', '', ''))

@@ -41,7 +41,12 @@ forms every gradient:
 
 In the fused SSM op the launch that computes g_t (the state fusion's input
 gradient) also forms the chunk summaries (:class:`AdjointSummaries`,
-``triton_launch.adjoint_chunk_summary``), and the summary launch is skipped.
+``triton_launch.adjoint_chunk_summary``), and the summary launch is skipped;
+the final pass, which reads the states and g_y anyway, also forms the state
+fusion's weight sums and g_C (:class:`AdjointFusionSums`, the fusion's
+``weight_sums_step`` at each step's pixel, its row and column carried).
+A step (BLOCK_T 1) is its own composition: no ``tl.associative_scan``, whose
+reverse form reverses the lanes even for one step.
 
 Reductions over channels (g_B) leave one partial per channel block, reductions
 over batch and time (g_A, g_bias, g_Dskip) one per chunk, accumulated in
@@ -56,6 +61,8 @@ import triton.language as tl
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_scan_args
+from ..state_fusion.triton_backend import (NUM_TAPS, check_image_offsets, per_block,
+                                           store_weight_sums, weight_sums_step)
 from ..triton_launch import (LOG2E, block, check_launchable, first_order_combine, launch,
                              new_output, row_of, sequence_view, sigmoid, step_size,
                              steps_per_iteration, strides)
@@ -180,20 +187,26 @@ def _scan_carry_kernel(decay_ptr, end_ptr, D, n_chunks, REVERSE: tl.constexpr,
 def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr,
                            gy_ptr, dskip_ptr, decay_ptr, start_ptr,
                            gu_ptr, gdelta_ptr, gB_ptr, gA_ptr, gbias_ptr, gdskip_ptr,
-                           L, D, N, n_chunks, n_dblocks,
+                           c_ptr, w_ptr, s_part_ptr, gc_part_ptr,
+                           L, D, N, n_chunks, n_dblocks, H, W, w_step,
                            sg_b, sg_l, sg_d, sg_n, sx_b, sx_l, sx_d, sx_n,
                            su_b, su_l, su_d, sd_b, sd_l, sd_d, sB_b, sB_l, sB_n,
                            sy_b, sy_l, sy_d, sgu_b, sgu_l, sgu_d, sgd_b, sgd_l, sgd_d,
+                           sc_b, sc_l,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                           HAS_SKIP: tl.constexpr, FINAL: tl.constexpr,
-                           BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr,
-                           BLOCK_D: tl.constexpr):
+                           HAS_SKIP: tl.constexpr, FUSION: tl.constexpr, EVEN: tl.constexpr,
+                           SX_L: tl.constexpr, FINAL: tl.constexpr, BLOCK_L: tl.constexpr,
+                           BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """Adjoint scan over one chunk, walked backwards in time BLOCK_T steps at a
     time with the flow ``mu = a_t lam_t`` into the steps before carried in
     registers. Summary pass: the chunk's decay product and its flow at the chunk
     start from a zero carry. Final pass: the adjoints from the carries of
     ``_scan_carry_kernel`` and every gradient; with HAS_SKIP (fused op, N = 1)
-    also ``g_u += Dskip g_y`` and partials of ``g_Dskip = sum_t g_y u``. For
+    also ``g_u += Dskip g_y`` and partials of ``g_Dskip = sum_t g_y u``; with
+    FUSION (and HAS_SKIP) also the state fusion's weight sums, per chunk, and
+    g_C partials, per channel block (:class:`AdjointFusionSums`): the states
+    (an H x W image, ``x_ptr``) at the 25 taps of each step's pixel, with
+    ``g_h = g_y C`` (EVEN: no channel past D, those gathers unmasked). For
     N > 1 ``gu_ptr``/``gdelta_ptr`` hold one float32 slice per n (``pid_bn``
     rows of (batch*N, L, D))."""
     pid_c, pid_d, pid_bn, b, n, start, steps, idx, offs_d, mask_d, A, bias = \
@@ -231,6 +244,18 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         g_A = tl.zeros([BLOCK_D], dtype=tl.float32)
         g_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
         g_dskip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        # the state fusion's weight sums (FUSION)
+        s0 = tl.zeros([BLOCK_D], dtype=tl.float32)
+        s1, s2, s3, s4, s5, s6, s7, s8 = s0, s0, s0, s0, s0, s0, s0, s0
+        s9, s10, s11, s12, s13, s14, s15, s16 = s0, s0, s0, s0, s0, s0, s0, s0
+        s17, s18, s19, s20, s21, s22, s23, s24 = s0, s0, s0, s0, s0, s0, s0, s0
+        if FUSION:
+            x_image = x_ptr + b * sx_b + n * sx_n
+            c_ptrs = c_ptr + b * sc_b + row * sc_l + idx * sc_l
+            gc_ptrs = gc_part_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row + idx
+            w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
+        step_row = first // W   # the last step's pixel (FUSION)
+        step_col = first - step_row * W
     else:
         mu = tl.zeros([BLOCK_D], dtype=tl.float32)
     for t in range(0, steps, BLOCK_T):
@@ -238,13 +263,24 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         mask_t = pos >= start
         mask = mask_t[:, None] & mask_d[None, :]
         g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)
+        if FUSION:  # parameters re-read at each step: registers for the fusion's sums
+            A = tl.load(A_ptr + offs_d * N + n + t * w_step, mask=mask_d, other=0.0)
+            A_log2 = A * LOG2E
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + offs_d + t * w_step, mask=mask_d, other=0.0)
+            dskip = tl.load(dskip_ptr + offs_d + t * w_step, mask=mask_d, other=0.0)
         z, dt = step_size(delta_ptrs, mask, bias, HAS_BIAS, SOFTPLUS)
         a = tl.where(mask, tl.exp2(dt * A_log2[None, :]), 1.0)
         # (lam - p mu, p, a) of the steps from each step to the tile's end;
         # masked steps (1 for a, 0 for g) only precede the valid ones
-        g, p, f = tl.associative_scan((g, tl.full(g.shape, 1.0, tl.float32), a), 0,
-                                      _adjoint_combine, reverse=True)
+        p = tl.full(g.shape, 1.0, tl.float32)
+        f = a
+        if BLOCK_T > 1:     # (one step is its own composition; a reverse scan of one
+                            # step still reverses the lanes, 40 shuffles a step)
+            g, p, f = tl.associative_scan((g, p, f), 0, _adjoint_combine, reverse=True)
         lam = g + p * mu[None, :]
+        # the flow into the steps before the tile: a lam of its first valid step
+        mu = row_of(a * lam, idx, 0)
         if FINAL:
             # x_{t-1}: zero before the sequence's first step
             x_prev = tl.load(x_ptrs, mask=mask & (pos > 0)[:, None], other=0.0)
@@ -267,6 +303,31 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
             tl.store(gu_ptrs, g_u, mask=mask)
             tl.store(gdelta_ptrs, g_z, mask=mask)
             tl.store(gB_ptrs, tl.sum(lam_dt * u, axis=1), mask=mask_t)
+            if FUSION:      # with HAS_SKIP, which loads g_y
+                # g_h = g_y C; S_k += g_h x(clamp(p + off_k)), g_C = sum_d g_y h
+                c = tl.load(c_ptrs, mask=mask_t, other=0.0).to(tl.float32)
+                gh = gy * c[:, None]
+                h = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+                w_here = w_ptr + t * w_step
+                if BLOCK_T == 1:    # one pixel: its row and column carried (below)
+                    pix_row = step_row
+                    pix_col = step_col
+                else:
+                    pix_row = pos // W
+                    pix_col = pos - pix_row * W
+                (h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15,
+                 s16, s17, s18, s19, s20, s21, s22, s23, s24) = weight_sums_step(
+                    h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14,
+                    s15, s16, s17, s18, s19, s20, s21, s22, s23, s24, gh, x_image, w_here,
+                    pix_row, pix_col, H, W, sx_l, sx_d, offs_d, mask, True, EVEN,
+                    BLOCK_T == 1, SX_L, BLOCK_D)
+                # the step before, in raster order
+                step_col -= 1
+                step_row = tl.where(step_col < 0, step_row - 1, step_row)
+                step_col = tl.where(step_col < 0, W - 1, step_col)
+                tl.store(gc_ptrs, tl.sum(gy * h, axis=1), mask=mask_t)
+                c_ptrs -= BLOCK_T * sc_l
+                gc_ptrs -= BLOCK_T
             x_ptrs -= BLOCK_T * sx_l
             u_ptrs -= BLOCK_T * su_l
             B_ptrs -= BLOCK_T * sB_l
@@ -275,8 +336,6 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
             gB_ptrs -= BLOCK_T
         else:
             decay *= row_of(p * f, idx, 0)
-        # the flow into the steps before the tile: a lam of its first valid step
-        mu = row_of(a * lam, idx, 0)
         g_ptrs -= BLOCK_T * sg_l
         delta_ptrs -= BLOCK_T * sd_l
     if FINAL:
@@ -284,6 +343,11 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
         tl.store(gbias_ptr + summary, g_bias, mask=mask_d)
         if HAS_SKIP:
             tl.store(gdskip_ptr + summary, g_dskip, mask=mask_d)
+        if FUSION:
+            store_weight_sums(s_part_ptr + (pid_bn * n_chunks + pid_c).to(tl.int64)
+                              * (NUM_TAPS * D), s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10,
+                              s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21, s22, s23,
+                              s24, D, offs_d, mask_d)
     else:
         tl.store(decay_ptr + summary, decay, mask=mask_d)
         tl.store(start_ptr + summary, mu, mask=mask_d)
@@ -336,6 +400,38 @@ class AdjointSummaries(NamedTuple):
                    flow)
 
 
+class AdjointFusionSums(NamedTuple):
+    """The state fusion's weight sums and g_C when the adjoint scan forms them
+    (the fused op, N = 1): its final pass reads g_y and the states anyway, so
+    the fusion's weights' launch only writes g_h. ``C`` the (batch, L) view,
+    ``weights`` (NUM_TAPS, D) float32 folded
+    (``state_fusion.triton_backend.fold_tap_weights``), ``height`` x ``width``
+    the image of the states; ``sums`` (batch, chunks, NUM_TAPS, D) per chunk
+    and ``g_C`` (batch, channel blocks, L) per channel block, float32, for the
+    scan to write."""
+    C: torch.Tensor
+    weights: torch.Tensor
+    height: int
+    width: int
+    sums: torch.Tensor
+    g_C: torch.Tensor
+
+    @classmethod
+    def allocate(cls, C, weights, height, width, delta):
+        """Buffers for the sums of the adjoint scan over ``delta`` ((batch, L, D)
+        view) of an image of ``height`` x ``width``; C (batch, L) view."""
+        batch, length, channels = delta.shape
+        _, _, _, n_chunks, grid = _grid(batch, channels, 1, length)
+        return cls(C, weights, height, width,
+                   new_output((batch, n_chunks, NUM_TAPS, channels), torch.float32,
+                              delta.device),
+                   new_output((batch, grid[1], length), torch.float32, delta.device))
+
+    def reduce(self):
+        """(S (NUM_TAPS, D), g_C (batch, L)) float32 from the scan's partials."""
+        return self.sums.sum((0, 1)), self.g_C.sum(1)
+
+
 def _carry(decay, end, channels, reverse):
     """Launch the carry pass over the chunk summaries (batch*N, chunks, D)."""
     rows, n_chunks, _ = end.shape
@@ -376,7 +472,7 @@ def scan_forward(u, delta, A, B, delta_bias=None, delta_softplus=True):
 
 def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
                   delta_softplus=True, g_y=None, Dskip=None, g_u=None, g_delta=None,
-                  summaries=None):
+                  summaries=None, fusion=None):
     """Gradients of the scan from the gradient of its states.
 
     Args:
@@ -387,6 +483,8 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
             gradients into (N = 1); by default new (batch, L, D) tensors.
         summaries (AdjointSummaries, optional): the chunk summaries, already
             formed from g_states (N = 1): the summary launch is skipped.
+        fusion (AdjointFusionSums, optional): the fused op's state fusion
+            sums to form in the final pass (with g_y; N = 1).
 
     Returns:
         (g_u, g_delta, g_A (D, N), g_B (batch, L, N), g_bias (D,), g_Dskip (D,)
@@ -399,6 +497,8 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
     has_skip = g_y is not None
     if has_skip and state_dim != 1:
         raise NotImplementedError('scan_backward: the Dskip term is fused for N = 1 only')
+    if fusion is not None and not has_skip:
+        raise ValueError('scan_backward: the state fusion sums need g_y (the fused op)')
     A, bias, dskip = _params(A, delta_bias, Dskip)
     dev = u.device
     if state_dim == 1:      # written once each, in their final dtype and layout
@@ -427,22 +527,38 @@ def scan_backward(g_states, states, u, delta, A, B, delta_bias=None,
                              f'steps, {tuple(decay.shape)}; the scan takes chunks of '
                              f'{block_l}, {(batch * state_dim, n_chunks, channels)}')
     g_y_arg = g_y if has_skip else u
+    if fusion is not None:
+        check_image_offsets('structure_aware_ssm_triton', fusion.C, states[..., 0])
+        fusion_args = (fusion.C, per_block(fusion.weights, block_d), fusion.sums, fusion.g_C)
+        image, c_strides = (fusion.height, fusion.width), fusion.C.stride()
+    else:
+        fusion_args, image, c_strides = (A,) * 4, (1, length), (0, 0)
+    # the states' pixel stride, a constant of the fused op's kernel (its taps'
+    # offsets; the states are its own, channels contiguous)
+    sx_l = states.stride(1) if fusion is not None else 0
+    if fusion is not None and states.stride(2) != 1:
+        raise ValueError('scan_backward: the state fusion sums need states with '
+                         'contiguous channels')
     args = (g_states, states, u, delta, A, B, bias if bias is not None else A,
             g_y_arg, dskip if has_skip else A, decay, start,
-            gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip if has_skip else g_A,
-            length, channels, state_dim, n_chunks, n_dblocks,
+            gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip if has_skip else g_A, *fusion_args,
+            length, channels, state_dim, n_chunks, n_dblocks, *image, 0,
             *g_states.stride(), *states.stride(), *strides(u), *strides(delta),
-            *strides(B), *strides(g_y_arg), *strides(gu_rows), *strides(gd_rows))
+            *strides(B), *strides(g_y_arg), *strides(gu_rows), *strides(gd_rows), *c_strides)
     meta = dict(HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus),
-                HAS_SKIP=has_skip, BLOCK_L=block_l, BLOCK_T=block_t, BLOCK_D=block_d,
-                num_warps=config['scan_bwd_warps'])
+                HAS_SKIP=has_skip, FUSION=fusion is not None,
+                EVEN=fusion is not None and channels % block_d == 0, SX_L=sx_l,
+                BLOCK_L=block_l, BLOCK_T=block_t,
+                BLOCK_D=block_d, num_warps=config['scan_bwd_warps'])
     if summaries is None:
         launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=False,
                reads=(g_states, delta), writes=(decay, start), **meta)
     _carry(decay, start, channels, True)
     launch(_scan_bwd_chunk_kernel, grid, *args, FINAL=True,
-           reads=(g_states, states, u, delta, B, start, g_y),
-           writes=(gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip), **meta)
+           reads=(g_states, states, u, delta, B, start, g_y,
+                  *((fusion.C,) if fusion is not None else ())),
+           writes=(gu_rows, gd_rows, g_B, g_A, g_bias, g_dskip,
+                   *((fusion.sums, fusion.g_C) if fusion is not None else ())), **meta)
     if state_dim > 1:
         g_u = gu_rows.view(batch, state_dim, length, channels).sum(1).to(u.dtype)
         g_delta = gd_rows.view(batch, state_dim, length, channels).sum(1).to(delta.dtype)

@@ -40,7 +40,9 @@ terms.
    PyTorch sums over the programs. With the C of the fused op it also
    recomputes h for g_C. It writes g_h, float32, into a zero-padded buffer per
    channel block of the stencils (:func:`padded_gh`), the pad included, for
-   the next two launches.
+   the next two launches. In the fused op it writes only g_h (SUMS false):
+   the adjoint scan, which reads the states and g_y anyway, takes the sums and
+   g_C in its steps (:func:`weight_sums_step`, one pixel a step).
 2. ``_fusion_bwd_border_kernel``: the edge terms per side of the image (left,
    right, and top and bottom for images of fewer than
    ``fusion_row_terms_min_height`` rows) and position along it, into a (batch,
@@ -253,16 +255,29 @@ def _padded_tile(gh_chan, pix, pmask, GH_BLOCK: tl.constexpr):
 
 @triton.jit
 def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d, mask,
-             HAS_C: tl.constexpr, EVEN: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr,
-             DX: tl.constexpr, BLOCK_D: tl.constexpr):
+             HAS_C: tl.constexpr, EVEN: tl.constexpr, PIXEL: tl.constexpr,
+             SX_L: tl.constexpr, TAP: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr,
+             BLOCK_D: tl.constexpr):
     """One tap at the pixels (r, cols): S_k += g_h x(clamp(p + off)) summed over
     the pixels (in the thread: it holds every pixel of its channels), and
-    h += w x(...) when HAS_C."""
-    src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
-    if EVEN:    # no channel past D
-        xs = _gather(x_base, src, sx_l, offs_d, sx_d, None)
+    h += w x(...) when HAS_C. PIXEL: one pixel, ``r`` and ``cols`` scalars, x
+    with pixel stride SX_L and channel stride 1: the tap's pointer is its
+    clamped row's (shared by the taps of that row) moved by its clamped column
+    shift, one multiply-add."""
+    if PIXEL:
+        row_ptrs = x_base + (_clamp(r + DY, H - 1) * W + cols) * SX_L + offs_d
+        ptrs = (row_ptrs + (_clamp(cols + DX, W - 1) - cols) * SX_L)[None, :]
+        if EVEN:
+            xs = tl.load(ptrs)
+        else:
+            xs = tl.load(ptrs, mask=mask, other=0.0)
+        xs = xs.to(tl.float32)
     else:
-        xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
+        src = _clamp(r + DY, H - 1) * W + _clamp(cols + DX, W - 1)
+        if EVEN:    # no channel past D
+            xs = _gather(x_base, src, sx_l, offs_d, sx_d, None)
+        else:
+            xs = _gather(x_base, src, sx_l, offs_d, sx_d, mask)
     s_k += tl.sum(gh_own * xs, axis=0)
     if HAS_C:
         acc_h += xs * tl.load(w_ptr + TAP * BLOCK_D)[None, :]
@@ -272,26 +287,27 @@ def _bwd_tap(acc_h, s_k, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_
 @triton.jit
 def _bwd_dilation(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, gh_own, x_base, w_ptr, r, cols, H,
                   W, sx_l, sx_d, offs_d, mask, HAS_C: tl.constexpr, EVEN: tl.constexpr,
-                  DI: tl.constexpr, BLOCK_D: tl.constexpr):
+                  PIXEL: tl.constexpr, SX_L: tl.constexpr, DI: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
     """The 8 non-centre taps of dilation 2 DI + 1 (3x3 positions 0-3, 5-8)."""
     T: tl.constexpr = 1 + 8 * DI
     d: tl.constexpr = 2 * DI + 1
     acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T, -d, -d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T, -d, -d, BLOCK_D)
     acc_h, s1 = _bwd_tap(acc_h, s1, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 1, -d, 0, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 1, -d, 0, BLOCK_D)
     acc_h, s2 = _bwd_tap(acc_h, s2, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 2, -d, d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 2, -d, d, BLOCK_D)
     acc_h, s3 = _bwd_tap(acc_h, s3, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 3, 0, -d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 3, 0, -d, BLOCK_D)
     acc_h, s4 = _bwd_tap(acc_h, s4, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 4, 0, d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 4, 0, d, BLOCK_D)
     acc_h, s5 = _bwd_tap(acc_h, s5, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 5, d, -d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 5, d, -d, BLOCK_D)
     acc_h, s6 = _bwd_tap(acc_h, s6, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 6, d, 0, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 6, d, 0, BLOCK_D)
     acc_h, s7 = _bwd_tap(acc_h, s7, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
-                         mask, HAS_C, EVEN, T + 7, d, d, BLOCK_D)
+                         mask, HAS_C, EVEN, PIXEL, SX_L, T + 7, d, d, BLOCK_D)
     return acc_h, s0, s1, s2, s3, s4, s5, s6, s7
 
 
@@ -307,6 +323,42 @@ def _store_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, D, offs_d, mask_d,
     tl.store(s_ptr + (T + 5) * D + offs_d, s5, mask=mask_d)
     tl.store(s_ptr + (T + 6) * D + offs_d, s6, mask=mask_d)
     tl.store(s_ptr + (T + 7) * D + offs_d, s7, mask=mask_d)
+
+
+@triton.jit
+def weight_sums_step(acc_h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14,
+                     s15, s16, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_ptr,
+                     r, cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C: tl.constexpr,
+                     EVEN: tl.constexpr, PIXEL: tl.constexpr, SX_L: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+    """The 25 gathers of x at the pixels (r, cols) ((STEP,) each, or r a scalar):
+    each S_k grows by ``g_h x(clamp(p + off_k))`` summed over the pixels, and
+    with HAS_C ``acc_h`` (STEP, BLOCK_D) by ``w_k x(...)`` (h, for g_C). ``w_ptr``:
+    the channels' tap-0 weights (:func:`per_block`); PIXEL, SX_L: see
+    :func:`_bwd_tap`. Returns acc_h, s0..s24."""
+    acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_ptr, r, cols, H, W, sx_l, sx_d, offs_d,
+                         mask, HAS_C, EVEN, PIXEL, SX_L, 0, 0, 0, BLOCK_D)
+    acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
+        acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_ptr, r, cols, H, W, sx_l,
+        sx_d, offs_d, mask, HAS_C, EVEN, PIXEL, SX_L, 0, BLOCK_D)
+    acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
+        acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_ptr, r, cols, H, W,
+        sx_l, sx_d, offs_d, mask, HAS_C, EVEN, PIXEL, SX_L, 1, BLOCK_D)
+    acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
+        acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_ptr, r, cols, H, W,
+        sx_l, sx_d, offs_d, mask, HAS_C, EVEN, PIXEL, SX_L, 2, BLOCK_D)
+    return (acc_h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16,
+            s17, s18, s19, s20, s21, s22, s23, s24)
+
+
+@triton.jit
+def store_weight_sums(s_ptr, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14,
+                      s15, s16, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d):
+    """A program's 25 sums into ``s_ptr`` (NUM_TAPS, D), its channels only."""
+    tl.store(s_ptr + offs_d, s0, mask=mask_d)
+    _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
+    _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
+    _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
 
 
 @triton.jit
@@ -587,12 +639,13 @@ def _fusion_bwd_input_kernel(gh_ptr, w_ptr, side_w_ptr, edge_ptr, gx_ptr, delta_
 def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_ptr, gh_ptr,
                                D, H, W, L, ROWS, n_strips, n_tiles, n_dblocks, w_step,
                                sx_b, sx_l, sx_d, sg_b, sg_l, sg_d, sc_b, sc_l,
-                               HAS_C: tl.constexpr, EVEN: tl.constexpr,
-                               BLOCK_W: tl.constexpr, STEP_W: tl.constexpr,
+                               HAS_C: tl.constexpr, SUMS: tl.constexpr,
+                               EVEN: tl.constexpr, BLOCK_W: tl.constexpr, STEP_W: tl.constexpr,
                                BLOCK_D: tl.constexpr, GH_BLOCK: tl.constexpr):
     """Per-program weight sums S (and g_C partials when HAS_C), and g_h into
     the padded buffer of the input gradient (:func:`padded_gh`, channel blocks
-    of GH_BLOCK), its pad zeroed.
+    of GH_BLOCK), its pad zeroed. Without SUMS (the fused op, whose adjoint
+    scan forms S and g_C: ``AdjointFusionSums``) only g_h and its pad.
 
     Program: BLOCK_W columns x ROWS rows x BLOCK_D channels, walked row by row,
     STEP_W pixels a step; a thread holds a few channels of every pixel of the
@@ -665,25 +718,19 @@ def _fusion_bwd_weights_kernel(x_ptr, w_ptr, g_ptr, c_ptr, s_part_ptr, gc_part_p
                 gh_own = g_own * tl.load(c_base + pix * sc_l).to(tl.float32)[:, None]
             tl.store(gh_row + (step_cols * GH_BLOCK)[:, None] + gh_chan[None, :], gh_own,
                      mask=mask)
-            acc_h = tl.zeros([STEP_W, BLOCK_D], dtype=tl.float32)
-            acc_h, s0 = _bwd_tap(acc_h, s0, gh_own, x_base, w_here, r, step_cols, H, W, sx_l,
-                                 sx_d, offs_d, mask, HAS_C, EVEN, 0, 0, 0, BLOCK_D)
-            acc_h, s1, s2, s3, s4, s5, s6, s7, s8 = _bwd_dilation(
-                acc_h, s1, s2, s3, s4, s5, s6, s7, s8, gh_own, x_base, w_here, r, step_cols,
-                H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 0, BLOCK_D)
-            acc_h, s9, s10, s11, s12, s13, s14, s15, s16 = _bwd_dilation(
-                acc_h, s9, s10, s11, s12, s13, s14, s15, s16, gh_own, x_base, w_here, r,
-                step_cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 1, BLOCK_D)
-            acc_h, s17, s18, s19, s20, s21, s22, s23, s24 = _bwd_dilation(
-                acc_h, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_here, r,
-                step_cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, 2, BLOCK_D)
-            if HAS_C:
-                tl.store(gc_base + pix, tl.sum(g_own * acc_h, axis=1), mask=mask_c)
-    s_ptr = s_part_ptr + (b * n_tiles + pid) * (NUM_TAPS * D)
-    tl.store(s_ptr + offs_d, s0, mask=mask_d)
-    _store_sums(s_ptr, s1, s2, s3, s4, s5, s6, s7, s8, D, offs_d, mask_d, 1)
-    _store_sums(s_ptr, s9, s10, s11, s12, s13, s14, s15, s16, D, offs_d, mask_d, 9)
-    _store_sums(s_ptr, s17, s18, s19, s20, s21, s22, s23, s24, D, offs_d, mask_d, 17)
+            if SUMS:
+                acc_h = tl.zeros([STEP_W, BLOCK_D], dtype=tl.float32)
+                (acc_h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15,
+                 s16, s17, s18, s19, s20, s21, s22, s23, s24) = weight_sums_step(
+                    acc_h, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14,
+                    s15, s16, s17, s18, s19, s20, s21, s22, s23, s24, gh_own, x_base, w_here, r,
+                    step_cols, H, W, sx_l, sx_d, offs_d, mask, HAS_C, EVEN, False, 0, BLOCK_D)
+                if HAS_C:
+                    tl.store(gc_base + pix, tl.sum(g_own * acc_h, axis=1), mask=mask_c)
+    if SUMS:
+        store_weight_sums(s_part_ptr + (b * n_tiles + pid) * (NUM_TAPS * D), s0, s1, s2, s3,
+                          s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18,
+                          s19, s20, s21, s22, s23, s24, D, offs_d, mask_d)
 
 
 # ----------------------------------------------------------------------- launchers
@@ -753,7 +800,8 @@ def fusion_forward(x, weights, height, width, out, C=None, u=None, Dskip=None):
     return out
 
 
-def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None):
+def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None,
+                    weight_sums=True):
     """Transpose of :func:`fusion_forward` (without the skip term).
 
     Args:
@@ -765,9 +813,13 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None):
         adjoint (selective_scan.triton_backend.AdjointSummaries, optional): the
             fused op's adjoint scan over g_x, whose chunk summaries the input
             gradient's programs (one chunk each) then write.
+        weight_sums (bool): form S and g_C here; False for the fused op, whose
+            adjoint scan forms them (``selective_scan.triton_backend.AdjointFusionSums``);
+            x is then not read.
 
     Returns:
-        (S (NUM_TAPS, D) float32 weight sums, g_C (batch, L) float32 or None).
+        (S (NUM_TAPS, D) float32 weight sums, g_C (batch, L) float32 or None),
+        or None without ``weight_sums``.
     """
     check_launchable('state_fusion_triton', _fusion_bwd_weights_kernel, g, x, weights)
     check_image_offsets('state_fusion_triton', g, x, g_x, C)
@@ -780,23 +832,31 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None):
     n_wdblocks = triton.cdiv(channels, block_wd)
     n_tiles = n_strips * triton.cdiv(height, rows)
     has_c = C is not None
+    if not (weight_sums or has_c):
+        raise ValueError('fusion_backward: without weight_sums it only forms g_h = g_y C, '
+                         'which needs C')
     dev = x.device
     c_arg = C if has_c else weights
     c_strides = (C.stride(0), C.stride(1)) if has_c else (0, 0)
-    # the weights' sums, writing the padded g_h the next two launches read
-    s_part = new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
-    gc_part = new_output((batch, n_wdblocks, length), torch.float32, dev) if has_c else None
+    # the weights' sums (or, without weight_sums, g_h only), writing the padded
+    # g_h the next two launches read
+    s_part = (new_output((batch, n_tiles, NUM_TAPS, channels), torch.float32, dev)
+              if weight_sums else None)
+    gc_part = (new_output((batch, n_wdblocks, length), torch.float32, dev)
+               if has_c and weight_sums else None)
     block_id = block('fusion_bwd_input_block_d', channels)  # the input gradient's
     gh = padded_gh(batch, channels, height, width, block_d, dev, block_id)
     step_w = steps_per_iteration('fusion_bwd_step_w', block_w, _fusion_bwd_weights_kernel)
+    unused = gh     # a pointer argument the kernel does not touch
     launch(_fusion_bwd_weights_kernel, (n_tiles, n_wdblocks, batch),
-           x, per_block(weights, block_wd), g, c_arg, s_part, gc_part if has_c else s_part,
+           x, per_block(weights, block_wd), g, c_arg,
+           s_part if weight_sums else unused, gc_part if gc_part is not None else unused,
            gh, channels, height, width, length, rows, n_strips, n_tiles, n_wdblocks, 0,
            *strides(x), *strides(g), *c_strides,
-           HAS_C=has_c, EVEN=channels % block_wd == 0, BLOCK_W=block_w,
+           HAS_C=has_c, SUMS=weight_sums, EVEN=channels % block_wd == 0, BLOCK_W=block_w,
            STEP_W=step_w, BLOCK_D=block_wd, GH_BLOCK=block_d,
            num_warps=config['fusion_bwd_warps'],
-           reads=(x, g, C), writes=(s_part, gc_part, gh))
+           reads=(x if weight_sums else None, g, C), writes=(s_part, gc_part, gh))
     # what replicate padding adds on the outer rows and columns: the border
     # launch's terms per side, for the input gradient to add; its walk takes
     # the rows' terms itself when the steps on those rows are few
@@ -832,6 +892,8 @@ def fusion_backward(g, x, weights, height, width, g_x, C=None, adjoint=None):
            BLOCK_D=block_id, GH_BLOCK=block_d, num_warps=config['fusion_bwd_input_warps'],
            reads=(gh, edge[:, 2 * row_terms:], *((delta,) if summary else ())),
            writes=(g_x, *((adjoint.decay, adjoint.flow) if summary else ())))
+    if not weight_sums:
+        return None
     return s_part.sum((0, 1)), (gc_part.sum(1) if has_c else None)
 
 

@@ -19,16 +19,18 @@ memory, no transposing copy:
 
 Backward:
 
-1. fusion transpose: the weights' (``_fusion_bwd_weights_kernel``: reads g_y,
-   C and the states, writes per-tile sums for g_kernels / g_alpha, per-channel-block
-   partials of g_C and g_h = g_y C into a zero-padded float32 buffer), the
+1. fusion transpose: g_h (``_fusion_bwd_weights_kernel`` without its sums:
+   reads g_y and C, writes g_h = g_y C into a zero-padded float32 buffer), the
    border's terms (``_fusion_bwd_border_kernel``: reads g_h on the five-pixel
    ring, of the left and right sides only from 20 rows) and the input gradient
    (``_fusion_bwd_input_kernel``: reads g_h, the border's terms and delta,
    computes the top and bottom rows' terms from 20 rows, writes g_x =
    fusion^T(g_y C), float32, and the adjoint scan's chunk summaries of it);
-2. carry pass, adjoint scan: reads g_x, the states, u, delta, g_y; writes g_u
-   (with Dskip g_y), g_delta and the partials of g_B, g_A, g_bias, g_Dskip.
+2. carry pass, adjoint scan: reads g_x, the states, u, delta, g_y and C;
+   writes g_u (with Dskip g_y), g_delta and the partials of g_B, g_A, g_bias,
+   g_Dskip, and of the fusion's weight sums (per chunk) and g_C (per channel
+   block) (``selective_scan.triton_backend.AdjointFusionSums``): it reads the
+   states and g_y anyway, so the weights' sums cost no read of their own.
 
 ``tools/gpu_check.py`` prints the bytes per element of each launch
 (``triton_launch.record_traffic``); ``tests/ops/test_op_contracts.py`` bounds them.
@@ -44,8 +46,9 @@ import torch
 
 from .._library import custom_op, eager_or_op
 from .._shape_checks import check_ssm_args
-from ..selective_scan.triton_backend import (AdjointSummaries, SelectiveScanTritonFn,
-                                             scan_backward, scan_forward)
+from ..selective_scan.triton_backend import (AdjointFusionSums, AdjointSummaries,
+                                             SelectiveScanTritonFn, scan_backward,
+                                             scan_forward)
 from ..state_fusion.triton_backend import (StateFusionTritonFn, fold_tap_weights,
                                            fusion_backward, fusion_forward, kernel_grads)
 from ..triton_launch import new_output, poison, sequence_view
@@ -103,14 +106,19 @@ def ssm_backward(g_y: torch.Tensor, states: torch.Tensor, u: torch.Tensor,
     g_y_seq = sequence_view(g_y)
     g_x = new_output(states.shape, torch.float32, u.device)
     delta_seq = sequence_view(delta)
+    C_seq = sequence_view(C)[..., 0]
+    weights = fold_tap_weights(kernels, alpha)
     summaries = AdjointSummaries.allocate(delta_seq, A, delta_bias, delta_softplus)
-    S, g_C = fusion_backward(g_y_seq, states, fold_tap_weights(kernels, alpha), height,
-                             width, g_x, C=sequence_view(C)[..., 0], adjoint=summaries)
+    fusion_sums = AdjointFusionSums.allocate(C_seq, weights, height, width, delta_seq)
+    fusion_backward(g_y_seq, states, weights, height, width, g_x, C=C_seq, adjoint=summaries,
+                    weight_sums=False)
     g_u, g_delta = poison(torch.empty_like(u)), poison(torch.empty_like(delta))
     _, _, g_A, g_B, g_bias, g_dskip = scan_backward(
         g_x[..., None], states[..., None], sequence_view(u), delta_seq, A,
         sequence_view(B), delta_bias, delta_softplus, g_y=g_y_seq, Dskip=Dskip,
-        g_u=sequence_view(g_u), g_delta=sequence_view(g_delta), summaries=summaries)
+        g_u=sequence_view(g_u), g_delta=sequence_view(g_delta), summaries=summaries,
+        fusion=fusion_sums)
+    S, g_C = fusion_sums.reduce()
     g_kernels, g_alpha = kernel_grads(S, kernels, alpha)
     bias_dtype = delta_bias.dtype if delta_bias is not None else A.dtype
     return (g_u, g_delta, g_A.to(A.dtype), g_B.reshape(B.shape).to(B.dtype),

@@ -6,7 +6,9 @@ columns (and the corner blocks); the input gradient's programs walk chunks of
 consecutive pixels, gather the zero-padded transpose and add those terms (on
 taller images they compute the first and last rows' themselves; in the fused
 op they also form the adjoint scan's chunk summaries); the weights' kernel
-walks its strips a pixel (or a few) at a step for the tap sums (and g_C).
+walks its strips a pixel (or a few) at a step for the tap sums (and g_C; in
+the fused op it writes only g_h, and the adjoint scan's steps form the sums
+and g_C).
 These tests split images into programs of every shape (one-pixel strips and
 chunks, one-row bands, strips and bands that end inside the five-pixel
 border, chunks across rows; sides cut into one-position segments, segments
@@ -85,28 +87,35 @@ def test_state_fusion_gradients_over_program_splits(height, width, block_w, rows
 # (H, W, weights' columns per strip, rows per band, border segment, the rows'
 # terms from the input gradient, the weights' and the input gradient's pixels
 # a step: one as compiled, two with partial steps (chunks of 8), or the whole
-# strip or chunk)
-FUSED_SPLITS = [(9, 7, 2, 4, 4, True, 1, 1), (5, 13, 4, 2, 2, False, None, None),
-                (7, 5, 4, 3, 2, False, 2, 1), (11, 3, 2, 5, 4, True, None, 2),
-                (1, 11, 4, 1, 2, True, None, 1)]
+# strip or chunk; the adjoint scan's steps per iteration, which carry the
+# fusion's weight sums: one as compiled, or tiles; channels: 4 fill the
+# blocks of 2, 3 do not)
+FUSED_SPLITS = [(9, 7, 2, 4, 4, True, 1, 1, 1, 3), (5, 13, 4, 2, 2, False, None, None, None, 4),
+                (7, 5, 4, 3, 2, False, 2, 1, 2, 3), (11, 3, 2, 5, 4, True, None, 2, 1, 4),
+                (1, 11, 4, 1, 2, True, None, 1, 1, 3), (6, 1, 1, 2, 2, True, 1, 1, 1, 4),
+                (2, 20, 4, 2, 2, False, 1, 1, 1, 4)]
 
 
 @pytest.mark.parametrize('height,width,block_w,rows,border_block,row_terms,step_w,'
-                         'input_step', FUSED_SPLITS)
+                         'input_step,scan_step,channels', FUSED_SPLITS)
 def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, border_block,
-                                                 row_terms, step_w, input_step):
-    """The fused op's backward (C-weighted g_h, g_C partials; the adjoint
-    scan's chunk summaries from the input gradient's walk) on split images."""
+                                                 row_terms, step_w, input_step, scan_step,
+                                                 channels):
+    """The fused op's backward (C-weighted g_h; the adjoint scan's chunk
+    summaries from the input gradient's walk; the fusion's weight sums and g_C
+    partials from the adjoint scan, its rows and columns carried a pixel a
+    step) on split images."""
     gen = torch.Generator().manual_seed(7)
-    shapes = dict(u=(1, 3, height, width), delta=(1, 3, height, width), B=(1, 1, height, width),
-                  C=(1, 1, height, width), kernels=(3, 3, 3, 3))
+    shapes = dict(u=(1, channels, height, width), delta=(1, channels, height, width),
+                  B=(1, 1, height, width), C=(1, 1, height, width),
+                  kernels=(3, channels, 3, 3))
     inputs = {k: torch.randn(*s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
-    inputs['A'] = -0.5 - torch.rand(3, 1, generator=gen, dtype=torch.float64)
-    inputs.update(Dskip=torch.randn(3, generator=gen, dtype=torch.float64),
+    inputs['A'] = -0.5 - torch.rand(channels, 1, generator=gen, dtype=torch.float64)
+    inputs.update(Dskip=torch.randn(channels, generator=gen, dtype=torch.float64),
                   alpha=torch.randn(3, generator=gen, dtype=torch.float64),
-                  delta_bias=torch.randn(3, generator=gen, dtype=torch.float64))
+                  delta_bias=torch.randn(channels, generator=gen, dtype=torch.float64))
     names = ('u', 'delta', 'A', 'B', 'C', 'Dskip', 'kernels', 'alpha', 'delta_bias')
-    g = torch.randn(1, 3, height, width, generator=gen, dtype=torch.float64)
+    g = torch.randn(1, channels, height, width, generator=gen, dtype=torch.float64)
 
     def run(fn, dtype, device):
         leaves = [inputs[n].to(device, dtype).requires_grad_() for n in names]
@@ -118,7 +127,7 @@ def test_fused_ssm_gradients_over_program_splits(height, width, block_w, rows, b
                          fusion_block_p=block_w, fusion_border_block_p=border_block,
                          fusion_row_terms_min_height=1 if row_terms else height + 1,
                          fusion_bwd_step_w=step_w, fusion_bwd_input_step=input_step,
-                         scan_block_d=2, scan_block_c=2):
+                         scan_block_t=scan_step, scan_block_d=2, scan_block_c=2):
         out = run(structure_aware_ssm_triton, torch.float32, DEVICE)
     for name, o, r in zip(('y',) + names, out, ref):
         assert rel_err(o, r) < 1e-5, name

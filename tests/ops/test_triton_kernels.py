@@ -366,11 +366,13 @@ def test_kernels_compile_for_sm90(tmp_path):
     variants = {(r['kernel'], tuple(sorted(r['constexprs'].items()))) for r in records}
     flags = {(kernel, name, value) for kernel, constexprs in variants
              for name, value in constexprs if name in ('FINAL', 'REVERSE', 'READOUT',
-                                                       'HAS_C', 'HAS_SKIP')}
+                                                       'HAS_C', 'HAS_SKIP', 'FUSION', 'SUMS')}
     for kernel, flag in [('_scan_chunk_kernel', 'FINAL'), ('_scan_bwd_chunk_kernel', 'FINAL'),
                          ('_scan_bwd_chunk_kernel', 'HAS_SKIP'),
+                         ('_scan_bwd_chunk_kernel', 'FUSION'),
                          ('_scan_carry_kernel', 'REVERSE'), ('_fusion_fwd_kernel', 'READOUT'),
-                         ('_fusion_bwd_weights_kernel', 'HAS_C')]:
+                         ('_fusion_bwd_weights_kernel', 'HAS_C'),
+                         ('_fusion_bwd_weights_kernel', 'SUMS')]:
         assert {(kernel, flag, True), (kernel, flag, False)} <= flags, (kernel, flag)
     assert all(r['regs'] > 0 and r['static_instr'] > 0 for r in records)
     # compiled kernels walk the scan one step per iteration (scan_block_t None)
