@@ -160,6 +160,26 @@ def test_border_share_is_reported(report):
         assert 0 <= r['border_us'] <= r['est_us'] - 4.0
 
 
+def test_weight_sums_in_the_adjoint_scan_are_priced_as_stencil(report):
+    """The fused op's adjoint scan forms the fusion's weight sums: the profile
+    also compiles it without them, and what they add to its estimate counts
+    with the main stencil; the launch before the input gradient writes only g_h."""
+    adjoint = [r for r in report['records'] if r['kernel'] == '_scan_bwd_chunk_kernel'
+               and r['target'] == 'sm_90a' and r['regime'] == 'detection 800x1344 b2 T s1'
+               and r['constexprs']['FINAL']]
+    assert {triton_label(r['triton']) for r in adjoint} == set(TRITONS)
+    for r in adjoint:
+        assert r['constexprs']['FUSION']
+        # the sums' 25 gathers and multiply-adds a step: more instructions
+        assert 0 < r['stencil_free_dynamic_instr'] < 0.75 * r['dynamic_instr']
+        # C read, the partials of the sums and g_C written
+        assert 1.5 < r['stencil_bytes'] / r['elements'] < 2.0
+        assert 0 < r['stencil_us'] < r['est_us'] - 4.0
+    g_h = [r for r in report['records'] if r['kernel'] == '_fusion_bwd_weights_kernel'
+           and r['target'] == 'sm_90a' and r['regime'] == 'detection 800x1344 b2 T s1']
+    assert g_h and all(not r['constexprs']['SUMS'] and r['bytes_per_elem'] < 9 for r in g_h)
+
+
 @pytest.mark.skipif(not FULL, reason='needs the classification regimes of the full set')
 def test_border_budget_at_classification(report):
     """At classification 224x224 batch 128, over the four stages, the border launches

@@ -88,6 +88,12 @@ TRIP_COUNTS = {
 # border launch: kernel -> (loop nest index, depth): the instructions of that
 # nest at that depth and deeper
 BORDER_LOOPS = {'_fusion_bwd_input_kernel': (0, 2)}
+# The backward stencil's work inside another launch: kernel -> (the constexpr
+# that turns it on, the arguments only that work reads or writes). Such a
+# launch is also compiled with the constexpr off, the same arguments
+# otherwise, for its instructions without that work (the fused op's adjoint
+# scan, which forms the state fusion's weight sums and g_C).
+STENCIL_WORK = {'_scan_bwd_chunk_kernel': ('FUSION', ('c_ptr', 's_part_ptr', 'gc_part_ptr'))}
 
 
 # --------------------------------------------------------------------- capture
@@ -353,16 +359,29 @@ def profile(regimes, targets, ops=('fused',), log=print):
                         stats = amdgcn_stats(binary.asm['amdgcn'])
                     stats.update(smem_bytes=max(stats['smem_bytes'], binary.metadata.shared),
                                  compile_cpu_s=seconds)
+                    flag, _ = STENCIL_WORK.get(name, (None, ()))
+                    if target_name == 'sm_90a' and flag and meta.get(flag):
+                        _, free_source, free_options, _ = specialise(
+                            kernel, args, {**meta, flag: False}, gpu_target(target_name))
+                        free = triton.compile(free_source, target=gpu_target(target_name),
+                                              options=free_options.__dict__)
+                        stats['stencil_free_dynamic_instr'] = sass_stats(
+                            free.asm['cubin'], trips)['dynamic_instr']
                     weighed[key, trips] = stats
                 programs = grid[0] * (grid[1] if len(grid) > 1 else 1) * \
                     (grid[2] if len(grid) > 2 else 1)
+                flag, only_its = STENCIL_WORK.get(name, (None, ()))
+                stencil = {}
+                if flag and meta.get(flag):
+                    stencil['stencil_bytes'] = sum(bound[n].numel() * bound[n].element_size()
+                                                   for n in only_its)
                 records.append(dict(
                     kernel=name, op=op, regime=regime.name, target=target_name,
                     triton=triton.__version__, num_warps=meta.get('num_warps', 4),
                     grid=list(grid), programs=programs, elements=elements,
                     bytes=read + written, specialisation=key,
                     constexprs={k: v for k, v in meta.items() if k.isupper()},
-                    **{'pass': pass_}, **weighed[key, trips]))
+                    **{'pass': pass_}, **stencil, **weighed[key, trips]))
     return records
 
 

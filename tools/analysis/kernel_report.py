@@ -69,7 +69,10 @@ Border share: the border launch's estimate, plus what the stencil launches'
 border loops add to theirs (their estimate less the one without those loops'
 instructions), against the rest of the stencil launches' estimates (the
 input gradient's with the adjoint scan's chunk summaries it forms in the
-fused op)."""
+fused op), plus what the stencil work inside other launches adds to theirs
+(the fused op's adjoint scan, which forms the weight sums and g_C: its
+estimate less the one of the same launch compiled without them, less their
+bytes)."""
 
 
 def blocks_per_sm(record):
@@ -108,11 +111,20 @@ def model(record):
     without = warp_instr * (1 - record.get('border_dynamic_instr', 0)
                             / max(record['dynamic_instr'], 1)) / rate
     record['border_us'] = record['est_us'] - max(without, bytes_us) - MODEL['launch_us']
+    # the backward stencil's work inside this launch (kernel_profile.STENCIL_WORK):
+    # its estimate less the one of the launch without that work
+    if record.get('stencil_free_dynamic_instr') is not None:
+        free_instr = record['stencil_free_dynamic_instr'] * record['num_warps'] * \
+            record['programs'] / rate
+        free_bytes = (record['bytes'] - record['stencil_bytes']) / (MODEL['hbm_tb_s'] * 1e6)
+        record['stencil_us'] = record['est_us'] - max(free_instr, free_bytes) - \
+            MODEL['launch_us']
     return record
 
 
 # the fusion backward's launches: what replicate padding adds at the border,
-# and the two stencil launches (input gradient, weights' sums)
+# and the two stencil launches (input gradient; weights' sums and g_h, in the
+# fused op g_h only: its adjoint scan forms the sums, priced as ``stencil_us``)
 BORDER_KERNEL = '_fusion_bwd_border_kernel'
 STENCIL_KERNELS = ('_fusion_bwd_input_kernel', '_fusion_bwd_weights_kernel')
 
@@ -125,10 +137,17 @@ def task_of(regime_name):
 def border_shares(records):
     """[{task, triton, border_us, rest_us, stages}]: the backward's border work
     (the border launches, and the border loops of the stencil launches:
-    ``border_us`` of :func:`model`) and the rest of its stencil launches,
-    ``est_us`` summed over the stages of each task profiled, on sm_90a."""
+    ``border_us`` of :func:`model`) and the rest of its stencil launches, with
+    the stencil work other launches do (``stencil_us`` of :func:`model`: the
+    fused op's weight sums in its adjoint scan), ``est_us`` summed over the
+    stages of each task profiled, on sm_90a."""
     shares = {}
     for r in records:
+        if r['target'] == 'sm_90a' and r.get('stencil_us') is not None:
+            entry = shares.setdefault((task_of(r['regime']), r['triton']),
+                                      dict(task=task_of(r['regime']), triton=r['triton'],
+                                           border_us=0.0, rest_us=0.0, stages=set()))
+            entry['rest_us'] += r['stencil_us']
         if r['target'] == 'sm_90a' and r['kernel'] in (BORDER_KERNEL, *STENCIL_KERNELS):
             entry = shares.setdefault((task_of(r['regime']), r['triton']),
                                       dict(task=task_of(r['regime']), triton=r['triton'],
@@ -248,8 +267,10 @@ def markdown(records, total_entries, broken):
     shares = border_shares(records)
     if shares:
         lines += [f'Border of the backward stencil (`{BORDER_KERNEL}`) against the main '
-                  f'stencils (`{"` + `".join(STENCIL_KERNELS)}`), estimates summed over the stages '
-                  'profiled (budget: at most 10 % at classification 224x224 b128):', '',
+                  f'stencils (`{"` + `".join(STENCIL_KERNELS)}`, and the weight sums the '
+                  'fused op\'s adjoint scan forms, at what they add to its estimate), '
+                  'estimates summed over the stages profiled (budget: at most 10 % at '
+                  'classification 224x224 b128):', '',
                   '| task | stages | triton | border µs | stencil µs | border / stencil |',
                   '|---|---|---|---|---|---|']
         lines += [f"| {b['task']} | {b['stages']} | {b['triton']} | {b['border_us']:.0f} | "
