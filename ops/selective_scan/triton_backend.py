@@ -254,8 +254,8 @@ def _scan_bwd_chunk_kernel(gx_ptr, x_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_p
             c_ptrs = c_ptr + b * sc_b + row * sc_l + idx * sc_l
             gc_ptrs = gc_part_ptr + (pid_bn * n_dblocks + pid_d).to(tl.int64) * L + row + idx
             w_ptr += pid_d * (NUM_TAPS * BLOCK_D) + tl.arange(0, BLOCK_D)
-        step_row = first // W   # the last step's pixel (FUSION)
-        step_col = first - step_row * W
+            step_row = first // W       # the last step's pixel
+            step_col = first - step_row * W
     else:
         mu = tl.zeros([BLOCK_D], dtype=tl.float32)
     for t in range(0, steps, BLOCK_T):

@@ -335,6 +335,8 @@ def profile(regimes, targets, ops=('fused',), log=print):
         elements = regime.batch * regime.channels * regime.height * regime.width
         for pass_, kernel, grid, args, meta, read, written in launches:
             name = kernel.fn.__name__
+            flag, only_its = STENCIL_WORK.get(name, (None, ()))
+            stencil_work = bool(flag and meta.get(flag))
             for target_name in targets:
                 key, source, options, bound = specialise(kernel, args, meta,
                                                          gpu_target(target_name))
@@ -359,8 +361,7 @@ def profile(regimes, targets, ops=('fused',), log=print):
                         stats = amdgcn_stats(binary.asm['amdgcn'])
                     stats.update(smem_bytes=max(stats['smem_bytes'], binary.metadata.shared),
                                  compile_cpu_s=seconds)
-                    flag, _ = STENCIL_WORK.get(name, (None, ()))
-                    if target_name == 'sm_90a' and flag and meta.get(flag):
+                    if target_name == 'sm_90a' and stencil_work:
                         _, free_source, free_options, _ = specialise(
                             kernel, args, {**meta, flag: False}, gpu_target(target_name))
                         free = triton.compile(free_source, target=gpu_target(target_name),
@@ -370,9 +371,8 @@ def profile(regimes, targets, ops=('fused',), log=print):
                     weighed[key, trips] = stats
                 programs = grid[0] * (grid[1] if len(grid) > 1 else 1) * \
                     (grid[2] if len(grid) > 2 else 1)
-                flag, only_its = STENCIL_WORK.get(name, (None, ()))
                 stencil = {}
-                if flag and meta.get(flag):
+                if stencil_work:
                     stencil['stencil_bytes'] = sum(bound[n].numel() * bound[n].element_size()
                                                    for n in only_its)
                 records.append(dict(

@@ -143,21 +143,22 @@ def border_shares(records):
     stages of each task profiled, on sm_90a."""
     shares = {}
     for r in records:
-        if r['target'] == 'sm_90a' and r.get('stencil_us') is not None:
-            entry = shares.setdefault((task_of(r['regime']), r['triton']),
-                                      dict(task=task_of(r['regime']), triton=r['triton'],
-                                           border_us=0.0, rest_us=0.0, stages=set()))
-            entry['rest_us'] += r['stencil_us']
-        if r['target'] == 'sm_90a' and r['kernel'] in (BORDER_KERNEL, *STENCIL_KERNELS):
-            entry = shares.setdefault((task_of(r['regime']), r['triton']),
-                                      dict(task=task_of(r['regime']), triton=r['triton'],
-                                           border_us=0.0, rest_us=0.0, stages=set()))
-            if r['kernel'] == BORDER_KERNEL:
-                entry['border_us'] += r['est_us']
-            else:
-                entry['border_us'] += r['border_us']
-                entry['rest_us'] += r['est_us'] - r['border_us']
-            entry['stages'].add(r['regime'])
+        stencil_us = r.get('stencil_us')
+        if r['target'] != 'sm_90a' or (stencil_us is None and r['kernel'] not in
+                                       (BORDER_KERNEL, *STENCIL_KERNELS)):
+            continue
+        entry = shares.setdefault((task_of(r['regime']), r['triton']),
+                                  dict(task=task_of(r['regime']), triton=r['triton'],
+                                       border_us=0.0, rest_us=0.0, stages=set()))
+        if stencil_us is not None:
+            entry['rest_us'] += stencil_us
+            continue
+        if r['kernel'] == BORDER_KERNEL:
+            entry['border_us'] += r['est_us']
+        else:
+            entry['border_us'] += r['border_us']
+            entry['rest_us'] += r['est_us'] - r['border_us']
+        entry['stages'].add(r['regime'])
     return [dict(entry, stages=len(entry['stages'])) for entry in shares.values()]
 
 
